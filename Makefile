@@ -1,0 +1,36 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: setup demo test lint ui teachers data
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: pip then takes the CPU wheel on a CPU machine instead of
+# resolving an unpinned `torch` to a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	mkdir -p $(DAGSTER_HOME) && ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	touch $@
+
+demo: setup  ## the whole pipeline on the embedded demo, headless
+	$(PY) -m distill_assets.run
+
+test: setup  ## the test suite
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+ui: setup  ## the Dagster UI on http://127.0.0.1:3000
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+data: setup  ## regenerate the demo's curated inputs (fixed seed)
+	$(PY) -m distill_assets.demo.make_data
+
+teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 cores)
+	$(PY) -m distill_assets.demo.train_teachers

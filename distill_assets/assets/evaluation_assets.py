@@ -1,0 +1,174 @@
+"""Stage 4: evaluation of teachers and students, efficiency, and the distillation report."""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from distill_assets.assets.progress import progress_logger
+from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
+from distill_assets.generation import chat_prompt
+from distill_assets.partitions import Partitions
+from distill_assets.report import build_report, to_markdown, write_report
+from distill_assets.spec import Spec
+from distill_assets.tables import markdown_table
+from distill_assets.training import build_student_base
+from resources.accelerator import Accelerator
+from resources.storage import ArtifactStore
+from resources.transformers_backend import TransformersBackend
+
+
+def _scores_metadata(predictions: pl.DataFrame) -> dict:
+    scores = task_scores(predictions)
+    return {
+        "scores": dg.MetadataValue.md(markdown_table(scores)),
+        **{f"{r['stage']}/{r['task']}": round(r["score"], 4) for r in scores.iter_rows(named=True)},
+    }
+
+
+def build(spec: Spec, partitions: Partitions) -> list:
+    settings = spec.evaluation
+
+    @dg.asset(
+        description="A teacher's predictions on one task's eval prompts, scored by the task metric.",
+        partitions_def=partitions.teacher_task,
+        ins={
+            "eval_set": dg.AssetIn(
+                partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
+            )
+        },
+        group_name="evaluation",
+        kinds={"pytorch", "polars"},
+        pool="gpu",
+    )
+    def teacher_evaluation(
+        context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame
+    ) -> pl.DataFrame:
+        keys = context.partition_key.keys_by_dimension
+        teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
+        backend = TransformersBackend.load(
+            spec.resolve(teacher.model), accelerator.torch_device(), accelerator.torch_dtype(),
+            batch_size=settings.batch_size, revision=teacher.revision,
+        )  # fmt: skip
+        try:
+            predictions = score_predictions(backend, eval_set, task, settings, teacher.name, "teacher")
+        finally:
+            backend.close()
+        context.add_output_metadata(_scores_metadata(predictions))
+        return predictions
+
+    @dg.asset(
+        description="A student's predictions on every task's eval prompts, before and after distillation.",
+        partitions_def=partitions.student,
+        ins={"eval_set": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        deps=[dg.AssetKey("student_checkpoint")],
+        group_name="evaluation",
+        kinds={"pytorch", "polars"},
+        pool="gpu",
+    )
+    def student_evaluation(
+        context: dg.AssetExecutionContext,
+        accelerator: Accelerator,
+        store: ArtifactStore,
+        eval_set: dict[str, pl.DataFrame],
+    ) -> pl.DataFrame:
+        student = spec.student(context.partition_key)
+        device, dtype = accelerator.torch_device(), accelerator.torch_dtype()
+        base_model, base_tokenizer = build_student_base(student, spec, dtype)
+        stages = {
+            "before": lambda: TransformersBackend(base_model.to(device), base_tokenizer, settings.batch_size, "base"),
+            "after": lambda: TransformersBackend.load(
+                str(store.checkpoint_dir(student.name)), device, dtype, settings.batch_size
+            ),
+        }
+        frames = []
+        for stage, make_backend in stages.items():
+            backend = make_backend()
+            try:
+                for task_name, prompts in sorted(eval_set.items()):
+                    task = spec.task(task_name)
+                    log = progress_logger(context, f"{student.name} {stage}/{task_name}")
+                    frames.append(score_predictions(backend, prompts, task, settings, student.name, stage, log))
+            finally:
+                backend.close()
+        predictions = pl.concat(frames)
+        context.add_output_metadata(_scores_metadata(predictions))
+        return predictions
+
+    @dg.asset(
+        description="Size, time to first token, latency, throughput, memory and cost of every teacher and student, "
+        "measured one after another in one process on the same hardware.",
+        ins={"eval_set": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        deps=[dg.AssetDep("student_checkpoint", partition_mapping=dg.AllPartitionMapping())],
+        group_name="evaluation",
+        kinds={"pytorch", "polars"},
+        pool="gpu",
+    )
+    def model_efficiency(
+        context: dg.AssetExecutionContext,
+        accelerator: Accelerator,
+        store: ArtifactStore,
+        eval_set: dict[str, pl.DataFrame],
+    ) -> pl.DataFrame:
+        mixed = pl.concat([frame.select("task", "prompt") for _, frame in sorted(eval_set.items())])
+        # Interleave tasks so the timed requests cover every task.
+        mixed = mixed.with_columns(_i=pl.int_range(pl.len()).over("task")).sort("_i", "task")
+        chats = [
+            chat_prompt(p, spec.task(t).system_prompt)
+            for t, p in mixed.head(settings.throughput_prompts).select("task", "prompt").iter_rows()
+        ]
+        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers]
+        models += [(s.name, "student", str(store.checkpoint_dir(s.name))) for s in spec.students]
+        rows = []
+        for name, role, path in models:
+            context.log.info(f"measuring {name} ({role}) on {accelerator.describe()}")
+            figures = measure_efficiency(path, chats, settings, accelerator.torch_device(), accelerator.torch_dtype())
+            rows.append({"model": name, "role": role, "hardware": accelerator.describe(), **figures})
+        frame = pl.DataFrame(rows)
+        context.add_output_metadata(
+            {"hardware": accelerator.describe(), "figures": dg.MetadataValue.md(markdown_table(frame))}
+        )
+        return frame
+
+    @dg.asset(
+        description="Quality kept and efficiency gained: per task each teacher and each student before and after, "
+        "retention, and per model size, latency, throughput, memory and cost (report.md and report.json).",
+        ins={
+            "teacher_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "student_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "model_efficiency": dg.AssetIn(),
+        },
+        group_name="report",
+        kinds={"polars"},
+    )
+    def distillation_report(
+        context: dg.AssetExecutionContext,
+        store: ArtifactStore,
+        teacher_evaluation: dict[str, pl.DataFrame],
+        student_evaluation: dict[str, pl.DataFrame],
+        model_efficiency: pl.DataFrame,
+    ) -> dg.MaterializeResult:
+        predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
+        hardware = model_efficiency["hardware"][0]
+        efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
+        report = build_report(spec, task_scores(predictions), efficiency, hardware)
+        md_path, json_path = write_report(report, store.path("report"))
+        context.log.info(f"report written to {md_path}")
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.md(to_markdown(report)),
+                "report_md": dg.MetadataValue.path(str(md_path)),
+                "report_json": dg.MetadataValue.path(str(json_path)),
+                "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
+            }
+        )
+
+    return [teacher_evaluation, student_evaluation, model_efficiency, distillation_report]
+
+
+def _headline(report: dict) -> dict:
+    return {
+        name: {k: e.get(k) for k in ("retention_mean", "retention_min", "parameters", "latency_ms_p50")}
+        for name, e in report["models"].items()
+        if e["role"] == "student"
+    }

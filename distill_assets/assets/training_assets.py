@@ -1,0 +1,101 @@
+"""Stage 3: the merged training set, and the student checkpoints trained on it."""
+
+import dagster as dg
+import polars as pl
+
+from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.spec import Spec
+from distill_assets.tables import markdown_table
+from distill_assets.training import train_student
+from distill_assets.training_set import export, merge_routed
+from resources.accelerator import Accelerator
+from resources.storage import ArtifactStore
+
+MODEL_CARD = """---
+library_name: transformers
+tags: [distill, knowledge-distillation, {method}]
+---
+# {student}
+
+Distilled by `distill` with {method} (TRL `SFTTrainer`) on {examples} teacher completions.
+
+- Base: {base}
+- Teachers, per task: {routing}
+- Training: {steps} steps, batch {batch}, learning rate {lr}; final loss {final_loss:.4f}
+- Parameters: {parameters:,}
+
+Load it with `AutoModelForCausalLM.from_pretrained(path)`; prompts use the tokenizer's chat template.
+"""
+
+
+def build(spec: Spec, partitions: Partitions) -> list:
+    @dg.asset(
+        description="Each task's completions from its routed teacher, as chat messages with lineage columns.",
+        ins={
+            "synthetic_completions": dg.AssetIn(
+                partition_mapping=dg.SpecificPartitionsPartitionMapping(routed_keys(spec))
+            )
+        },
+        group_name="training",
+        kinds={"polars", "huggingface"},
+    )
+    def training_set(
+        context: dg.AssetExecutionContext, store: ArtifactStore, synthetic_completions: dict[str, pl.DataFrame]
+    ) -> pl.DataFrame:
+        frame = merge_routed(synthetic_completions, spec)
+        exported = export(frame, store.path("exports"))
+        per_task = frame.group_by("task", "teacher").len().sort("task")
+        context.add_output_metadata(
+            {
+                "rows": frame.height,
+                "per_task": dg.MetadataValue.md(markdown_table(per_task)),
+                "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
+                "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),
+            }
+        )
+        return frame
+
+    @dg.asset(
+        description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
+        partitions_def=partitions.student,
+        ins={"training_set": dg.AssetIn()},
+        group_name="training",
+        kinds={"pytorch", "huggingface"},
+        pool="gpu",
+    )
+    def student_checkpoint(
+        context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.DataFrame
+    ) -> dg.MaterializeResult:
+        student = spec.student(context.partition_key)
+        out_dir = store.checkpoint_dir(student.name)
+        context.log.info(
+            f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
+        )
+        metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
+        base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
+        (out_dir / "README.md").write_text(
+            MODEL_CARD.format(
+                student=student.name,
+                method=student.method,
+                examples=training_set.height,
+                base=base,
+                routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted(spec.routing().items())),
+                steps=metrics["steps"],
+                batch=student.training.per_device_train_batch_size,
+                lr=student.training.learning_rate,
+                final_loss=metrics["final_loss"],
+                parameters=metrics["parameters"],
+            )
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(out_dir)),
+                "parameters": metrics["parameters"],
+                "first_loss": metrics["first_loss"],
+                "final_loss": metrics["final_loss"],
+                "train_seconds": metrics["train_seconds"],
+                "steps": metrics["steps"],
+            }
+        )
+
+    return [training_set, student_checkpoint]

@@ -1,0 +1,36 @@
+"""The single entry point: `dagster dev` and `dagster asset materialize` load `defs` from here."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from distill_assets.assets import data_assets, evaluation_assets, generation_assets, training_assets
+from distill_assets.partitions import Partitions
+from distill_assets.spec import default_spec_path, load_spec
+from resources.accelerator import Accelerator
+from resources.storage import ArtifactStore, ParquetIOManager
+
+
+def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
+    spec = load_spec(spec_path)
+    partitions = Partitions.from_spec(spec)
+    store = ArtifactStore(root=str(spec.storage_path()))
+    assets = [
+        *data_assets.build(spec, partitions),
+        *generation_assets.build(spec, partitions),
+        *training_assets.build(spec, partitions),
+        *evaluation_assets.build(spec, partitions),
+    ]
+    return dg.Definitions(
+        assets=assets,
+        resources={
+            "accelerator": Accelerator(),
+            "store": store,
+            "io_manager": ParquetIOManager(store=store),
+        },
+    )
+
+
+defs = build_definitions(default_spec_path())

@@ -1,0 +1,39 @@
+"""Partitions, all read from the spec: task, teacher x task, student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from distill_assets.spec import Spec
+
+
+@dataclass(frozen=True)
+class Partitions:
+    task: dg.StaticPartitionsDefinition
+    teacher_task: dg.MultiPartitionsDefinition
+    student: dg.StaticPartitionsDefinition
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> Partitions:
+        return cls(
+            task=dg.StaticPartitionsDefinition([t.name for t in spec.tasks]),
+            teacher_task=dg.MultiPartitionsDefinition(
+                {
+                    "teacher": dg.StaticPartitionsDefinition([t.name for t in spec.teachers]),
+                    "task": dg.StaticPartitionsDefinition([t.name for t in spec.tasks]),
+                }
+            ),
+            student=dg.StaticPartitionsDefinition([s.name for s in spec.students]),
+        )
+
+
+def teacher_task_key(teacher: str, task: str) -> str:
+    """The partition key string Dagster uses for (teacher, task); dimensions sort by name."""
+    return str(dg.MultiPartitionKey({"teacher": teacher, "task": task}))
+
+
+def routed_keys(spec: Spec) -> list[str]:
+    """The teacher x task partitions whose completions go into the training set."""
+    return [teacher_task_key(teacher, task) for task, teacher in sorted(spec.routing().items())]

@@ -1,0 +1,140 @@
+"""The distillation report: quality kept and efficiency gained, per task and per model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from distill_assets.spec import Spec
+
+
+def build_report(spec: Spec, scores: pl.DataFrame, efficiency: dict[str, dict], hardware: str) -> dict:
+    """Assemble report.json's content.
+
+    `scores` has one row per (model, stage, task) with the mean `score`; stage is
+    "teacher" for teachers and "before"/"after" for students. Retention is the student's
+    score after distillation over the score of the teacher the task is routed to.
+    """
+    score = {(r["model"], r["stage"], r["task"]): r["score"] for r in scores.iter_rows(named=True)}
+    routing = spec.routing()
+    tasks = {}
+    for task in sorted(routing):
+        teacher_scores = {t.name: score.get((t.name, "teacher", task)) for t in spec.teachers}
+        routed = teacher_scores[routing[task]]
+        students = {}
+        for s in spec.students:
+            after = score.get((s.name, "after", task))
+            students[s.name] = {
+                "before": score.get((s.name, "before", task)),
+                "after": after,
+                "retention": (after / routed) if after is not None and routed else None,
+            }
+        tasks[task] = {"routed_teacher": routing[task], "teachers": teacher_scores, "students": students}
+
+    models = {}
+    largest_teacher = max(
+        (t.name for t in spec.teachers if t.name in efficiency), key=lambda n: efficiency[n]["parameters"], default=None
+    )
+    for t in spec.teachers:
+        if t.name in efficiency:
+            models[t.name] = {"role": "teacher", **efficiency[t.name]}
+    for s in spec.students:
+        if s.name not in efficiency:
+            continue
+        entry = {"role": "student", **efficiency[s.name]}
+        teachers = {t: models[t] for t in models if models[t]["role"] == "teacher"}
+        entry["vs_teachers"] = {
+            name: {
+                "parameter_ratio": round(entry["parameters"] / m["parameters"], 4),
+                "latency_speedup": round(m["latency_ms_p50"] / entry["latency_ms_p50"], 2),
+                "ttft_speedup": round(m["ttft_ms_p50"] / entry["ttft_ms_p50"], 2),
+                "throughput_ratio": round(entry["throughput_tokens_per_s"] / m["throughput_tokens_per_s"], 2),
+            }
+            for name, m in teachers.items()
+        }
+        retentions = [tasks[task]["students"][s.name]["retention"] for task in tasks]
+        entry["retention_min"] = min((r for r in retentions if r is not None), default=None)
+        entry["retention_mean"] = (
+            sum(r for r in retentions if r is not None) / len(retentions)
+            if all(r is not None for r in retentions)
+            else None
+        )
+        models[s.name] = entry
+    return {
+        "hardware": hardware,
+        "hourly_price_usd": spec.evaluation.hourly_price_usd,
+        "routing": routing,
+        "largest_teacher": largest_teacher,
+        "tasks": tasks,
+        "models": models,
+    }
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def to_markdown(report: dict) -> str:
+    teachers = [m for m, e in report["models"].items() if e["role"] == "teacher"] or sorted(
+        {t for task in report["tasks"].values() for t in task["teachers"]}
+    )
+    students = sorted({s for task in report["tasks"].values() for s in task["students"]})
+    head = ["task", "routed teacher", *teachers]
+    for s in students:
+        head += [f"{s} before", f"{s} after", f"{s} retention"]
+    lines = [
+        "## Quality (exact match on the eval prompts)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for task, entry in report["tasks"].items():
+        row = [task, entry["routed_teacher"], *(_fmt(entry["teachers"].get(t)) for t in teachers)]
+        for s in students:
+            e = entry["students"][s]
+            row += [_fmt(e["before"]), _fmt(e["after"]), _fmt(e["retention"], ".1%")]
+        lines.append("| " + " | ".join(row) + " |")
+    cols = [
+        ("parameters", "parameters", ",d"),
+        ("checkpoint_mb", "checkpoint MB", ".2f"),
+        ("ttft_ms_p50", "TTFT p50 ms", ".1f"),
+        ("latency_ms_p50", "latency p50 ms", ".1f"),
+        ("latency_ms_p95", "latency p95 ms", ".1f"),
+        ("throughput_tokens_per_s", "tokens/s", ",.0f"),
+        ("peak_memory_mb", "peak memory MB", ".1f"),
+        ("cost_per_million_tokens_usd", "USD / M tokens", ".4f"),
+    ]
+    lines += [
+        "",
+        f"## Efficiency (measured in one process on {report['hardware']}; ${report['hourly_price_usd']}/hour)",
+        "",
+        "| model | role | " + " | ".join(c[1] for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 2),
+    ]
+    for name, e in report["models"].items():
+        lines.append(f"| {name} | {e['role']} | " + " | ".join(_fmt(e.get(k), f) for k, _, f in cols) + " |")
+    lines += ["", "## Students against the teachers", ""]
+    for name, e in report["models"].items():
+        if e["role"] != "student":
+            continue
+        for teacher, v in e["vs_teachers"].items():
+            lines.append(
+                f"- **{name}** vs {teacher}: {v['parameter_ratio']:.1%} of the parameters, "
+                f"{v['latency_speedup']:.2f}x lower latency, {v['ttft_speedup']:.2f}x lower time to first token, "
+                f"{v['throughput_ratio']:.2f}x the throughput"
+            )
+        lines.append(
+            f"- **{name}** keeps {_fmt(e['retention_mean'], '.1%')} of the routed teachers' exact match on average "
+            f"(lowest task: {_fmt(e['retention_min'], '.1%')})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "report.md", out_dir / "report.json"
+    md.write_text("# Distillation report\n\n" + to_markdown(report))
+    js.write_text(json.dumps(report, indent=2) + "\n")
+    return md, js

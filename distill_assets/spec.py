@@ -1,0 +1,220 @@
+"""The pipeline spec (`distill.yaml`): a validated pydantic model.
+
+A bad spec fails when the definitions load, with a message that names the file and
+the field, never as a stack trace from inside a run. Relative paths in the spec are
+relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="lowercase letters, digits, _")]
+
+SPEC_ENV = "DISTILL_SPEC"
+STORAGE_ENV = "DISTILL_STORAGE_ROOT"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Strict):
+    name: Name
+    source: str = Field(description="JSONL, Parquet or CSV file, or a `datasets` directory")
+    eval_source: str | None = Field(
+        None, description="held-out prompts; without it, eval_size prompts are split from source"
+    )
+    prompt_field: str = "prompt"
+    reference_field: str | None = Field("answer", description="the reference answer, if any")
+    id_field: str | None = Field(None, description="a stable id column; by default the prompt's hash")
+    metric: Literal["exact_match"] = "exact_match"
+    eval_size: int = Field(200, ge=1)
+    system_prompt: str | None = None
+
+
+class GenerationSpec(_Strict):
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+
+
+class TeacherSpec(_Strict):
+    name: Name
+    backend: Literal["transformers"] = "transformers"
+    model: str = Field(description="a local Hugging Face directory or a hub id")
+    revision: str | None = None
+    tasks: list[Name] = Field(min_length=1, description="tasks routed to this teacher")
+    generation: GenerationSpec = GenerationSpec()
+
+    def version(self) -> str:
+        """A hash of everything that changes what this teacher generates."""
+        payload = self.model_dump(include={"backend", "model", "revision", "generation"})
+        payload["generation"].pop("batch_size")  # batching does not change greedy outputs
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ArchitectureSpec(_Strict):
+    hidden_size: int = Field(ge=8)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    intermediate_size: int | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchitectureSpec:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return self
+
+
+class StudentBase(_Strict):
+    model: str | None = Field(None, description="a pre-trained model: local directory or hub id")
+    architecture: ArchitectureSpec | None = Field(None, description="build a Llama from scratch")
+    tokenizer: str | None = Field(None, description="tokenizer for a from-scratch student")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StudentBase:
+        if (self.model is None) == (self.architecture is None):
+            raise ValueError("give exactly one of `model` or `architecture`")
+        if self.architecture is not None and self.tokenizer is None:
+            raise ValueError("a student built from `architecture` needs a `tokenizer` path or id")
+        return self
+
+
+class TrainingSpec(_Strict):
+    max_steps: int = Field(1000, ge=1)
+    per_device_train_batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(256, ge=8)
+    seed: int = 0
+    logging_steps: int = Field(50, ge=1)
+
+
+class StudentSpec(_Strict):
+    name: Name
+    base: StudentBase
+    method: Literal["sft"] = "sft"
+    training: TrainingSpec = TrainingSpec()
+
+
+class EvaluationSpec(_Strict):
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
+    latency_requests: int = Field(20, ge=2, description="batch-1 requests timed per model")
+    throughput_batch_size: int = Field(64, ge=1)
+    throughput_prompts: int = Field(256, ge=1, description="prompts generated in batches to time throughput")
+    hourly_price_usd: float = Field(1.0, ge=0, description="hardware price used for cost figures")
+
+
+class Spec(_Strict):
+    storage_root: str = Field("artifacts", description=f"artifact root; ${STORAGE_ENV} overrides it")
+    tasks: list[TaskSpec] = Field(min_length=1)
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    students: list[StudentSpec] = Field(min_length=1)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    base_dir: Path = Field(Path("."), exclude=True, description="set to the spec file's folder")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        for kind, items in (("tasks", self.tasks), ("teachers", self.teachers), ("students", self.students)):
+            names = [i.name for i in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name(s) {dupes}")
+        tasks = {t.name for t in self.tasks}
+        routed: dict[str, str] = {}
+        for teacher in self.teachers:
+            for task in teacher.tasks:
+                if task not in tasks:
+                    raise ValueError(f"teachers.{teacher.name}.tasks: unknown task {task!r}; tasks are {sorted(tasks)}")
+                if task in routed:
+                    raise ValueError(
+                        f"teachers.{teacher.name}.tasks: task {task!r} is already routed to {routed[task]!r}"
+                    )
+                routed[task] = teacher.name
+        missing = sorted(tasks - routed.keys())
+        if missing:
+            raise ValueError(f"teachers: no teacher is routed task(s) {missing}; add them to a teacher's `tasks`")
+        return self
+
+    # Lookups and path resolution -------------------------------------------------
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+    def teacher(self, name: str) -> TeacherSpec:
+        return next(t for t in self.teachers if t.name == name)
+
+    def student(self, name: str) -> StudentSpec:
+        return next(s for s in self.students if s.name == name)
+
+    def routing(self) -> dict[str, str]:
+        """task -> the teacher that generates its training data."""
+        return {task: teacher.name for teacher in self.teachers for task in teacher.tasks}
+
+    def resolve(self, path_or_id: str) -> str:
+        """A path relative to the spec file if it exists there, else the string as given (a hub id)."""
+        candidate = self.base_dir / path_or_id
+        return str(candidate.resolve()) if candidate.exists() else path_or_id
+
+    def resolve_path(self, path: str) -> Path:
+        return (self.base_dir / path).resolve()
+
+    def storage_path(self) -> Path:
+        return self.resolve_path(os.environ.get(STORAGE_ENV) or self.storage_root)
+
+
+def _field_path(loc: tuple, data: dict) -> str:
+    """Render a pydantic location with list items named, e.g. teachers.teacher_a.generation."""
+    parts: list[str] = []
+    node = data
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and key < len(node):
+            item = node[key]
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(str(name) if name else f"[{key}]")
+            node = item
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def load_spec(path: str | os.PathLike) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found (set ${SPEC_ENV} or pass the path)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Spec.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = _field_path(e["loc"], data) or "(top level)"
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}: {msg}")
+        raise SpecError(f"{path}: invalid spec\n" + "\n".join(lines)) from None
+
+
+def default_spec_path() -> Path:
+    return Path(os.environ.get(SPEC_ENV) or Path(__file__).resolve().parent.parent / "distill.yaml")

@@ -1,0 +1,145 @@
+"""Student training: response distillation with TRL's SFTTrainer on the training set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import polars as pl
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from distill_assets.spec import Spec, StudentSpec
+
+Log = Callable[[str], None]
+
+
+def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32):
+    """The student before distillation: a pre-trained model, or a Llama built from scratch.
+
+    A from-scratch student is initialised from the training seed, so the same spec gives
+    the same base, and evaluation can score exactly the model that training started from.
+    """
+    base = student.base
+    if base.model is not None:
+        path = spec.resolve(base.model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        arch = base.architecture
+        tokenizer = AutoTokenizer.from_pretrained(spec.resolve(base.tokenizer))
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size or arch.hidden_size * 8 // 3,
+            num_hidden_layers=arch.num_hidden_layers,
+            num_attention_heads=arch.num_attention_heads,
+            num_key_value_heads=arch.num_attention_heads,
+            max_position_embeddings=tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(student.training.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def to_prompt_completion(frame: pl.DataFrame) -> datasets.Dataset:
+    """Conversational prompt/completion rows, so the loss falls on the teacher's answer only."""
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [m[:-1] for m in frame["messages"].to_list()],
+            "completion": [m[-1:] for m in frame["messages"].to_list()],
+        }
+    )
+
+
+class _LogCallback(TrainerCallback):
+    def __init__(self, log: Log, max_steps: int):
+        self.log, self.max_steps, self.history, self.started = log, max_steps, [], time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.history.append({"step": state.global_step, "loss": float(logs["loss"])})
+            elapsed = time.time() - self.started
+            eta = elapsed / max(state.global_step, 1) * (self.max_steps - state.global_step)
+            self.log(
+                f"step {state.global_step}/{self.max_steps} loss {logs['loss']:.4f} ({elapsed:.0f}s, ETA {eta:.0f}s)"
+            )
+
+
+def train_student(
+    student: StudentSpec,
+    spec: Spec,
+    training_set: pl.DataFrame,
+    out_dir: Path,
+    device: torch.device,
+    log: Log = print,
+) -> dict:
+    """Fine-tune the student on the teacher completions; write a HF checkpoint to out_dir."""
+    cfg = student.training
+    model, tokenizer = build_student_base(student, spec)
+    work_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=False,  # small students fit; recomputation only costs time
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+    )
+    callback = _LogCallback(log, cfg.max_steps)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_prompt_completion(training_set),
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    started = time.time()
+    result = trainer.train()
+    seconds = time.time() - started
+    trainer.save_model(str(work_dir))
+    tokenizer.save_pretrained(str(work_dir))
+    metrics = {
+        "train_loss": float(result.training_loss),
+        "final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss),
+        "first_loss": callback.history[0]["loss"] if callback.history else float("nan"),
+        "train_seconds": round(seconds, 1),
+        "steps": cfg.max_steps,
+        "examples": training_set.height,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "loss_history": callback.history,
+    }
+    (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    work_dir.rename(out_dir)
+    return metrics
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,112 @@
+"""Local `transformers` backend: batched generation with left padding and a KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from resources.backends import Completion, Messages, Progress, SamplingParams, TeacherBackend
+
+
+def load_model(
+    path_or_id: str, device: torch.device, dtype: torch.dtype, revision: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, ready for batched left-padded generation."""
+    tokenizer = AutoTokenizer.from_pretrained(path_or_id, revision=revision)
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{path_or_id}: the tokenizer has no chat template; distill sends chat prompts")
+    model = AutoModelForCausalLM.from_pretrained(path_or_id, revision=revision, dtype=dtype)
+    return model.to(device).eval(), tokenizer
+
+
+class TransformersBackend(TeacherBackend):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 64,
+        name: str = "model",
+    ):
+        self.name = name
+        self.batch_size = batch_size
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = model.device
+
+    @classmethod
+    def load(
+        cls,
+        path_or_id: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int = 64,
+        revision: str | None = None,
+    ) -> TransformersBackend:
+        model, tokenizer = load_model(path_or_id, device, dtype, revision)
+        return cls(model, tokenizer, batch_size=batch_size, name=path_or_id)
+
+    def encode(self, prompts: Sequence[Messages]) -> list[list[int]]:
+        return [
+            self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+            for p in prompts
+        ]
+
+    @torch.inference_mode()
+    def generate_ids(self, batch: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """Generate for already tokenized prompts; returns the new token ids of each."""
+        padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+        sampling = (
+            {"do_sample": False}
+            if params.greedy
+            else {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        )
+        out = self.model.generate(
+            **padded,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **sampling,
+        )
+        new = out[:, padded["input_ids"].shape[1] :].tolist()
+        eos = self.tokenizer.eos_token_id
+        return [row[: row.index(eos) + 1] if eos in row else row for row in new]
+
+    def generate(
+        self, prompts: Sequence[Messages], params: SamplingParams, progress: Progress | None = None
+    ) -> list[Completion]:
+        encoded = self.encode(prompts)
+        # Batch prompts of similar length together so little compute goes to padding.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Completion | None] = [None] * len(encoded)
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            if not params.greedy:
+                torch.manual_seed(params.seed + start)
+            for i, ids in zip(chunk, self.generate_ids([encoded[i] for i in chunk], params)):
+                stopped = bool(ids) and ids[-1] == eos
+                results[i] = Completion(
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    num_tokens=len(ids),
+                    finish_reason="stop" if stopped else "length",
+                )
+            if progress:
+                progress(min(start + self.batch_size, len(order)), len(order))
+        return results  # type: ignore[return-value]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def close(self) -> None:
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

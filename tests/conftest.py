@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random teacher checkpoint and a shrunken demo spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import LlamaForCausalLM
+
+from distill_assets.demo.make_data import DATA_DIR
+from distill_assets.demo.tiny_models import build_tokenizer, llama_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TASKS = ("dates", "reverse", "units")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """An untrained one-layer Llama with the demo tokenizer, saved as a HF checkpoint."""
+    path = tmp_path_factory.mktemp("models") / "tiny_teacher"
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(tokenizer, hidden_size=32, num_hidden_layers=1))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def demo_rows(task: str, split: str, n: int) -> list[dict]:
+    lines = (DATA_DIR / f"{task}_{split}.jsonl").read_text().splitlines()[:n]
+    return [json.loads(line) for line in lines]
+
+
+def shrunken_spec(root: Path, teacher: Path, train: int = 12, eval_: int = 4, steps: int = 2) -> dict:
+    """The demo's shape (2 teachers, 3 tasks, 2 students) at a size that runs in seconds."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for task in TASKS:
+        write_jsonl(data / f"{task}_train.jsonl", demo_rows(task, "train", train))
+        write_jsonl(data / f"{task}_eval.jsonl", demo_rows(task, "eval", eval_))
+        tasks.append(
+            {
+                "name": task,
+                "source": f"data/{task}_train.jsonl",
+                "eval_source": f"data/{task}_eval.jsonl",
+                "eval_size": eval_,
+            }
+        )
+    generation = {"max_new_tokens": 4, "batch_size": 8}
+    training = {"max_steps": steps, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
+
+    def student(name: str, hidden: int) -> dict:
+        arch = {"hidden_size": hidden, "num_hidden_layers": 1, "num_attention_heads": 2}
+        return {"name": name, "base": {"architecture": arch, "tokenizer": str(teacher)}, "training": training}
+
+    return {
+        "storage_root": "artifacts",
+        "tasks": tasks,
+        "teachers": [
+            {"name": "teacher_a", "model": str(teacher), "tasks": ["dates", "units"], "generation": generation},
+            {"name": "teacher_b", "model": str(teacher), "tasks": ["reverse"], "generation": generation},
+        ],
+        "students": [student("student_m", 16), student("student_s", 8)],
+        "evaluation": {"max_new_tokens": 4, "batch_size": 8, "latency_requests": 2, "throughput_prompts": 6,
+                       "throughput_batch_size": 4},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path, tiny_teacher: Path) -> Path:
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(shrunken_spec(tmp_path, tiny_teacher)))
+    return path

@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_assets.spec import SpecError, load_spec
+from tests.conftest import PROJECT_DIR
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "distill.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_demo_spec_loads_and_routes_every_task():
+    spec = load_spec(PROJECT_DIR / "distill.yaml")
+    assert spec.routing() == {"dates": "teacher_a", "units": "teacher_a", "reverse": "teacher_b"}
+    assert len(spec.students) == 2
+    assert Path(spec.resolve(spec.teachers[0].model)).is_dir()
+
+
+def test_valid_shrunken_spec(spec_file):
+    spec = load_spec(spec_file)
+    assert spec.base_dir == spec_file.parent
+    assert spec.storage_path() == spec_file.parent / "artifacts"
+
+
+def test_storage_root_from_environment(spec_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("DISTILL_STORAGE_ROOT", str(tmp_path / "elsewhere"))
+    assert load_spec(spec_file).storage_path() == tmp_path / "elsewhere"
+
+
+def _error(tmp_path, data) -> str:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, data))
+    return str(err.value)
+
+
+def test_error_names_file_and_field_of_a_bad_value(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][1]["generation"]["temperature"] = -1
+    message = _error(tmp_path, data)
+    assert str(tmp_path / "distill.yaml") in message
+    assert "teachers.teacher_b.generation.temperature" in message
+
+
+def test_unknown_task_in_teacher(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][0]["tasks"].append("poetry")
+    assert "teachers.teacher_a.tasks: unknown task 'poetry'" in _error(tmp_path, data)
+
+
+def test_task_routed_twice_and_task_not_routed(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][1]["tasks"] = ["dates"]
+    message = _error(tmp_path, data)
+    assert "already routed to 'teacher_a'" in message
+
+
+def test_unrouted_task(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][1]["tasks"] = ["units"]
+    data["teachers"][0]["tasks"] = ["dates"]
+    assert "no teacher is routed task(s) ['reverse']" in _error(tmp_path, data)
+
+
+def test_missing_and_unknown_fields(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    del data["teachers"][0]["model"]
+    data["students"][0]["trainig"] = {}
+    message = _error(tmp_path, data)
+    assert "teachers.teacher_a.model: Field required" in message
+    assert "students.student_m.trainig: Extra inputs are not permitted" in message
+
+
+def test_student_needs_exactly_one_base(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["students"][0]["base"]["model"] = "meta-llama/Llama-3.2-1B-Instruct"
+    assert "students.student_m.base: give exactly one of `model` or `architecture`" in _error(tmp_path, data)
+
+
+def test_duplicate_names(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["students"][1]["name"] = "student_m"
+    assert "students: duplicate name(s) ['student_m']" in _error(tmp_path, data)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    assert "not valid YAML" in _error(tmp_path, "tasks: [unclosed")
+    assert "expected a mapping" in _error(tmp_path, "- just a list")
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_teacher_version_changes_with_what_changes_outputs(spec_file):
+    spec = load_spec(spec_file)
+    teacher = spec.teachers[0]
+    hotter = teacher.model_copy(update={"generation": teacher.generation.model_copy(update={"temperature": 0.7})})
+    bigger_batch = teacher.model_copy(update={"generation": teacher.generation.model_copy(update={"batch_size": 999})})
+    assert teacher.version() != hotter.version()
+    assert teacher.version() == bigger_batch.version()
