@@ -155,9 +155,10 @@ def measure_efficiency(
     backend.close()
     del backend
     gc.collect()
+    size = checkpoint_bytes(path)
     return {
         "parameters": parameters,
-        "checkpoint_mb": (lambda b: round(b / 2**20, 2) if b is not None else None)(checkpoint_bytes(path)),
+        "checkpoint_mb": round(size / 2**20, 2) if size is not None else None,
         "ttft_ms_p50": round(1000 * statistics.median(ttft), 2),
         "latency_ms_p50": round(1000 * statistics.median(latency), 2),
         "latency_ms_p95": round(1000 * _percentile(latency, 95), 2),

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import polars as pl
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from distill_assets.spec import Spec, StudentSpec
@@ -139,7 +139,3 @@ def train_student(
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.rename(out_dir)
     return metrics
-
-
-def count_parameters(model: PreTrainedModel) -> int:
-    return sum(p.numel() for p in model.parameters())
