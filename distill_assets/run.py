@@ -52,9 +52,13 @@ def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str],
     ]
 
 
-def run_pipeline(defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print) -> None:
+def run_pipeline(
+    defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print, log_level: str = "INFO"
+) -> None:
     assets = list(defs.assets or [])
     resources = dict(defs.resources or {})
+    # The run log keeps every event; the console shows the assets' own progress lines.
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     for keys, partition_keys in steps:
         for partition_key in partition_keys:
             label = f"{'+'.join(keys)}" + (f"[{partition_key}]" if partition_key else "")
@@ -65,6 +69,7 @@ def run_pipeline(defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo
                 partition_key=partition_key,
                 resources=resources,
                 instance=instance,
+                run_config=run_config,
                 raise_on_error=False,
             )
             if not result.success:
@@ -81,6 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["DISTILL_SPEC"] = str(args.spec.resolve())
     home = instance_home()
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     from distill_assets.definitions import build_definitions
 
     try:

@@ -18,6 +18,22 @@ from distill_assets.spec import Spec, StudentSpec
 
 Log = Callable[[str], None]
 
+MODEL_CARD = """---
+library_name: transformers
+tags: [distill, knowledge-distillation, {method}]
+---
+# {student}
+
+Distilled by `distill` with {method} (TRL `SFTTrainer`) on {examples} teacher completions.
+
+- Base: {base}
+- Teachers, per task: {routing}
+- Training: {steps} steps, batch {batch}, learning rate {lr}; final loss {final_loss:.4f}
+- Parameters: {parameters:,}
+
+Load it with `AutoModelForCausalLM.from_pretrained(path)`; prompts use the tokenizer's chat template.
+"""
+
 
 def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32):
     """The student before distillation: a pre-trained model, or a Llama built from scratch.
@@ -135,7 +151,29 @@ def train_student(
         "loss_history": callback.history,
     }
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(work_dir, student, spec, metrics)
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.rename(out_dir)
     return metrics
+
+
+def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict) -> Path:
+    """The checkpoint's README.md: what it was distilled from, how, and how to load it."""
+    base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
+    path = out_dir / "README.md"
+    path.write_text(
+        MODEL_CARD.format(
+            student=student.name,
+            method=student.method,
+            examples=metrics["examples"],
+            base=base,
+            routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted(spec.routing().items())),
+            steps=metrics["steps"],
+            batch=student.training.per_device_train_batch_size,
+            lr=student.training.learning_rate,
+            final_loss=metrics["final_loss"],
+            parameters=metrics["parameters"],
+        )
+    )
+    return path

@@ -11,22 +11,6 @@ from distill_assets.training_set import export, merge_routed
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
-MODEL_CARD = """---
-library_name: transformers
-tags: [distill, knowledge-distillation, {method}]
----
-# {student}
-
-Distilled by `distill` with {method} (TRL `SFTTrainer`) on {examples} teacher completions.
-
-- Base: {base}
-- Teachers, per task: {routing}
-- Training: {steps} steps, batch {batch}, learning rate {lr}; final loss {final_loss:.4f}
-- Parameters: {parameters:,}
-
-Load it with `AutoModelForCausalLM.from_pretrained(path)`; prompts use the tokenizer's chat template.
-"""
-
 
 def build(spec: Spec, partitions: Partitions) -> list:
     @dg.asset(
@@ -72,21 +56,6 @@ def build(spec: Spec, partitions: Partitions) -> list:
             f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
         )
         metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
-        base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
-        (out_dir / "README.md").write_text(
-            MODEL_CARD.format(
-                student=student.name,
-                method=student.method,
-                examples=training_set.height,
-                base=base,
-                routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted(spec.routing().items())),
-                steps=metrics["steps"],
-                batch=student.training.per_device_train_batch_size,
-                lr=student.training.learning_rate,
-                final_loss=metrics["final_loss"],
-                parameters=metrics["parameters"],
-            )
-        )
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(out_dir)),
