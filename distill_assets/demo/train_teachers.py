@@ -97,11 +97,15 @@ def exact_match(model, tokenizer, rows: list[dict], batch_size: int = 200) -> fl
     return hits / len(rows)
 
 
-def train(recipe: TeacherRecipe, out_dir: Path, log_every: int = 100) -> dict[str, float]:
+def train(recipe: TeacherRecipe, out_dir: Path, log_every: int = 100, resume: bool = False) -> dict[str, float]:
+    """Train (or, with resume, keep training the checkpoint in out_dir) and save to out_dir."""
     torch.manual_seed(recipe.seed)
-    rng = random.Random(recipe.seed)
+    rng = random.Random(recipe.seed + (1000 if resume else 0))  # fresh examples when resuming
     tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(llama_config(tokenizer, recipe.hidden_size, recipe.num_hidden_layers))
+    if resume:
+        model = LlamaForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    else:
+        model = LlamaForCausalLM(llama_config(tokenizer, recipe.hidden_size, recipe.num_hidden_layers))
     evals = {t: load_jsonl(DATA_DIR / f"{t}_eval.jsonl") for t in TASKS}
     held_out = {r["prompt"] for rows in evals.values() for r in rows}
 
@@ -157,13 +161,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train just this teacher")
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
+    parser.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
+    parser.add_argument("--resume", action="store_true", help="keep training the saved checkpoint")
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     args = parser.parse_args()
     for name in args.only or sorted(RECIPES):
         recipe = RECIPES[name]
         if args.steps:
             recipe.steps = args.steps
-        train(recipe, args.out / name)
+        if args.lr:
+            recipe.lr = args.lr
+        train(recipe, args.out / name, resume=args.resume)
 
 
 if __name__ == "__main__":
