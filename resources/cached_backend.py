@@ -59,15 +59,27 @@ class GenerationStats:
 class CachedBackend(TeacherBackend):
     def __init__(
         self,
-        backend: TeacherBackend,
+        backend: TeacherBackend | Callable[[], TeacherBackend],
         cache: GenerationCache,
         teacher: str,
         report: Callable[[GenerationStats], None] | None = None,
     ):
-        """`teacher` identifies what generates (backend, model, revision); it is part of every key."""
-        self.backend, self.cache, self.teacher, self.report = backend, cache, teacher, report
-        self.name = backend.name
+        """`teacher` identifies what generates (backend, model, revision); it is part of every key.
+
+        `backend` may be a function that builds it: then a run the cache answers in full never
+        loads the model or opens a connection.
+        """
+        self._backend = backend if isinstance(backend, TeacherBackend) else None
+        self._build = None if isinstance(backend, TeacherBackend) else backend
+        self.cache, self.teacher, self.report = cache, teacher, report
+        self.name = teacher
         self.stats = GenerationStats()
+
+    @property
+    def backend(self) -> TeacherBackend:
+        if self._backend is None:
+            self._backend = self._build()  # type: ignore[misc]
+        return self._backend
 
     def complete(
         self,
@@ -115,4 +127,5 @@ class CachedBackend(TeacherBackend):
             self.report(self.stats)
 
     def close(self) -> None:
-        self.backend.close()
+        if self._backend is not None:
+            self._backend.close()

@@ -119,3 +119,31 @@ def test_completion_round_trips_through_the_cache(tmp_path):
     cache.put("failed", "t", Completion.failed("HTTP 500"))
     assert cache.get_many([key, "failed"]) == {key: completion}
     cache.close()
+
+
+def test_a_run_the_cache_answers_never_builds_the_backend(tiny_teacher, tmp_path):
+    spec = teacher(tiny_teacher)
+    generate(spec, tmp_path / "c.sqlite")
+    cache = GenerationCache(tmp_path / "c.sqlite")
+
+    def must_not_load():
+        raise AssertionError("the teacher was loaded although every answer is cached")
+
+    cached = CachedBackend(must_not_load, cache, teacher_identity(spec))
+    frame = generate_completions(cached, demo_prompts(6), spec, TASK)
+    assert frame.height == 6 and cached.stats.cached == 6
+    cached.close()
+    cache.close()
+
+
+def test_vllm_backend_without_vllm_says_how_to_install():
+    import importlib.util
+
+    import pytest
+
+    from resources.vllm_backend import VLLMBackend
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(RuntimeError, match=r"pip install 'distill\[vllm\]'"):
+        VLLMBackend.load("any/model")

@@ -41,7 +41,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         )
         cache = GenerationCache(store.generation_cache_path())
         backend = CachedBackend(
-            build_backend(teacher, spec, accelerator),
+            lambda: build_backend(teacher, spec, accelerator),  # loaded only if the cache lacks answers
             cache,
             teacher_identity(teacher, spec),
             report=generation_logger(context, f"{teacher.name}/{task.name}"),
