@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint ui teachers data
+.PHONY: setup demo test lint ui teachers data bench
 
 setup: $(VENV)/.installed
 
@@ -34,3 +34,8 @@ data: setup  ## regenerate the demo's curated inputs (fixed seed)
 
 teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 cores)
 	$(PY) -m distill_assets.demo.train_teachers
+
+bench: setup  ## generation benchmarks: batched vs loop, HTTP concurrency, cached rerun (see bench/README.md)
+	$(PY) -m bench.batched_vs_loop
+	$(PY) -m bench.http_concurrency
+	$(PY) -m bench.cache_rerun

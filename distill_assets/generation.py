@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import polars as pl
 
-from distill_assets.spec import TaskSpec, TeacherSpec
-from resources.backends import Messages, Progress, SamplingParams, TeacherBackend
+from distill_assets.spec import Spec, TaskSpec, TeacherSpec
+from resources.backends import Completion, Messages, Progress, Request, SamplingParams, TeacherBackend
+
+TOKEN_LOGPROB = pl.Struct({"token": pl.String, "token_id": pl.Int64, "logprob": pl.Float64})
 
 COMPLETION_SCHEMA = {
     "task": pl.String,
     "prompt_id": pl.String,
     "prompt": pl.String,
+    "sample_index": pl.Int64,
     "completion": pl.String,
     "num_tokens": pl.Int64,
     "finish_reason": pl.String,
+    "error": pl.String,  # null when the teacher answered; the reason when it failed after its retries
+    # per generated token, the teacher's top-k alternatives; null unless generation.top_logprobs > 0
+    "top_logprobs": pl.List(pl.List(TOKEN_LOGPROB)),
     "teacher": pl.String,
     "teacher_version": pl.String,
 }
@@ -26,7 +35,40 @@ def chat_prompt(prompt: str, system_prompt: str | None) -> Messages:
 
 def sampling_params(teacher: TeacherSpec) -> SamplingParams:
     g = teacher.generation
-    return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+    return SamplingParams(
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        seed=g.seed,
+        n=g.n,
+        top_logprobs=g.top_logprobs,
+    )
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a local checkpoint's files: a retrained model changes it."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
+
+
+def teacher_identity(teacher: TeacherSpec, spec: Spec | None = None) -> str:
+    """The generation cache's name for what generates: the spec's identity, plus the checkpoint's files if local."""
+    identity = teacher.identity()
+    if spec is not None and teacher.backend != "openai":
+        path = Path(spec.resolve(teacher.model))
+        if path.is_dir():
+            identity += f"|files:{checkpoint_fingerprint(path)}"
+    return identity
+
+
+def _logprob_rows(completion: Completion) -> list[list[dict]] | None:
+    if completion.top_logprobs is None:
+        return None
+    return [
+        [{"token": t.token, "token_id": t.token_id, "logprob": t.logprob} for t in step]
+        for step in completion.top_logprobs
+    ]
 
 
 def generate_completions(
@@ -36,17 +78,23 @@ def generate_completions(
     task: TaskSpec,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """One completion per prompt, with the lineage columns that tie it to this teacher."""
+    """n completions per prompt (failed ones included, with their reason), with the lineage columns."""
+    params = sampling_params(teacher)
+    rows = [(i, s) for i in range(prompts.height) for s in range(params.n)]
     chats = [chat_prompt(p, task.system_prompt) for p in prompts["prompt"]]
-    completions = backend.generate(chats, sampling_params(teacher), progress)
+    completions = backend.complete([Request(chats[i], s) for i, s in rows], params, progress)
+    index = [i for i, _ in rows]
     return pl.DataFrame(
         {
-            "task": prompts["task"],
-            "prompt_id": prompts["prompt_id"],
-            "prompt": prompts["prompt"],
+            "task": prompts["task"].gather(index),
+            "prompt_id": prompts["prompt_id"].gather(index),
+            "prompt": prompts["prompt"].gather(index),
+            "sample_index": [s for _, s in rows],
             "completion": [c.text for c in completions],
             "num_tokens": [c.num_tokens for c in completions],
             "finish_reason": [c.finish_reason for c in completions],
+            "error": [c.error for c in completions],
+            "top_logprobs": [_logprob_rows(c) for c in completions],
             "teacher": teacher.name,
             "teacher_version": teacher.version(),
         },

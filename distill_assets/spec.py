@@ -50,21 +50,59 @@ class GenerationSpec(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
     batch_size: int = Field(64, ge=1)
+    n: int = Field(1, ge=1, description="completions per prompt (a sample_index column tells them apart)")
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="keep each generated token's top-k log-probabilities; 0 is off"
+    )
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> GenerationSpec:
+        if self.n > 1 and self.temperature == 0.0:
+            raise ValueError("n: n > 1 needs temperature > 0 (greedy decoding gives n identical completions)")
+        return self
+
+
+Backend = Literal["transformers", "vllm", "openai"]
+ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class TeacherSpec(_Strict):
     name: Name
-    backend: Literal["transformers"] = "transformers"
-    model: str = Field(description="a local Hugging Face directory or a hub id")
+    backend: Backend = Field("transformers", description="transformers (local), vllm (GPU) or openai (HTTP)")
+    model: str = Field(description="a local Hugging Face directory or a hub id; for openai, the served model name")
     revision: str | None = None
     tasks: list[Name] = Field(min_length=1, description="tasks routed to this teacher")
     generation: GenerationSpec = GenerationSpec()
+    # OpenAI-compatible endpoints (backend: openai) only:
+    base_urls: list[str] = Field(default_factory=list, description="replicas, e.g. http://host:8000/v1")
+    api_key_env: str | None = Field(None, pattern=ENV_VAR, description="environment variable holding the API key")
+    concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(5, ge=0, le=100, description="retries of a failed request before it counts as failed")
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> TeacherSpec:
+        if self.backend == "openai":
+            if not self.base_urls:
+                raise ValueError("base_urls: backend 'openai' needs at least one endpoint, e.g. http://host:8000/v1")
+            for url in self.base_urls:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"base_urls: {url!r} is not an http(s) URL")
+        else:
+            for field in ("base_urls", "api_key_env"):
+                if getattr(self, field):
+                    raise ValueError(f"{field}: only used with backend 'openai', not {self.backend!r}")
+        return self
 
     def version(self) -> str:
         """A hash of everything that changes what this teacher generates."""
         payload = self.model_dump(include={"backend", "model", "revision", "generation"})
         payload["generation"].pop("batch_size")  # batching does not change greedy outputs
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def identity(self) -> str:
+        """What generates, for the generation cache's keys (sampling settings are keyed apart)."""
+        return json.dumps(self.model_dump(include={"backend", "model", "revision"}), sort_keys=True)
 
 
 class ArchitectureSpec(_Strict):

@@ -13,7 +13,7 @@ from distill_assets.spec import Spec
 
 
 def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec) -> pl.DataFrame:
-    """Keep, per task, only the routed teacher's completions; add chat-format messages.
+    """Keep, per task, only the routed teacher's answered completions; add chat-format messages.
 
     `completions` is keyed by teacher x task partition key. Every routed partition must
     be present: training on a silently missing task would be worse than failing.
@@ -24,7 +24,9 @@ def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec) -> pl.DataFra
         if key not in completions:
             raise KeyError(f"synthetic_completions partition {key!r} is missing; materialize it first")
         frames.append(completions[key])
-    merged = pl.concat(frames, how="vertical")
+    merged = pl.concat(frames, how="vertical_relaxed")
+    if "error" in merged.columns:  # a request that failed after its retries has no completion to learn from
+        merged = merged.filter(pl.col("error").is_null())
     system = {t.name: t.system_prompt for t in spec.tasks}
     messages = [
         [*chat_prompt(prompt, system[task]), {"role": "assistant", "content": completion}]

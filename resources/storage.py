@@ -26,6 +26,10 @@ class ArtifactStore(dg.ConfigurableResource):
     def checkpoint_dir(self, student: str) -> Path:
         return self.path("checkpoints", student)
 
+    def generation_cache_path(self) -> Path:
+        """The SQLite generation cache every teacher backend shares (resources/generation_cache.py)."""
+        return self.path("cache", "generations.sqlite")
+
     def frame_path(self, asset: str, partition_key: str | None = None) -> Path:
         name = f"{_safe(partition_key)}.parquet" if partition_key else "data.parquet"
         return self.path("frames", asset, name)

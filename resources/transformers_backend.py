@@ -7,7 +7,16 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from resources.backends import Completion, Messages, Progress, SamplingParams, TeacherBackend
+from resources.backends import (
+    Completion,
+    Messages,
+    OnCompletion,
+    Progress,
+    Request,
+    SamplingParams,
+    TeacherBackend,
+    TokenLogprob,
+)
 
 
 def load_model(
@@ -60,30 +69,57 @@ class TransformersBackend(TeacherBackend):
             for p in prompts
         ]
 
-    @torch.inference_mode()
     def generate_ids(self, batch: list[list[int]], params: SamplingParams) -> list[list[int]]:
         """Generate for already tokenized prompts; returns the new token ids of each."""
+        return self._generate(batch, params)[0]
+
+    def _generate(
+        self, batch: list[list[int]], params: SamplingParams
+    ) -> tuple[list[list[int]], list[list[list[tuple[int, float]]]] | None]:
+        """New token ids per prompt and, when params.top_logprobs > 0, each new token's top-k (id, logprob)."""
         padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
         sampling = (
             {"do_sample": False}
             if params.greedy
             else {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         )
-        out = self.model.generate(
-            **padded,
-            max_new_tokens=params.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            **sampling,
-        )
-        new = out[:, padded["input_ids"].shape[1] :].tolist()
+        k = params.top_logprobs
+        with torch.inference_mode():
+            out = self.model.generate(
+                **padded,
+                max_new_tokens=params.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                return_dict_in_generate=True,
+                output_logits=k > 0,
+                **sampling,
+            )
+        new = out.sequences[:, padded["input_ids"].shape[1] :].tolist()
         eos = self.tokenizer.eos_token_id
-        return [row[: row.index(eos) + 1] if eos in row else row for row in new]
+        ids = [row[: row.index(eos) + 1] if eos in row else row for row in new]
+        if not k:
+            return ids, None
+        # Raw logits, before temperature/top-p: the teacher's own distribution, which logit
+        # distillation matches. Shape (steps, batch, k) -> per prompt, per step.
+        logprobs = torch.stack(out.logits).float().log_softmax(-1)
+        values, indices = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+        values, indices = values.transpose(0, 1).tolist(), indices.transpose(0, 1).tolist()
+        top = [[list(zip(indices[b][t], values[b][t])) for t in range(len(ids[b]))] for b in range(len(ids))]
+        return ids, top
 
-    def generate(
-        self, prompts: Sequence[Messages], params: SamplingParams, progress: Progress | None = None
+    def _token_logprobs(self, steps: list[list[tuple[int, float]]]) -> tuple[tuple[TokenLogprob, ...], ...]:
+        return tuple(
+            tuple(TokenLogprob(self.tokenizer.convert_ids_to_tokens(i), lp, i) for i, lp in step) for step in steps
+        )
+
+    def complete(
+        self,
+        requests: Sequence[Request],
+        params: SamplingParams,
+        progress: Progress | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[Completion]:
-        encoded = self.encode(prompts)
+        encoded = self.encode([r.messages for r in requests])
         # Batch prompts of similar length together so little compute goes to padding.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
@@ -92,13 +128,17 @@ class TransformersBackend(TeacherBackend):
             chunk = order[start : start + self.batch_size]
             if not params.greedy:
                 torch.manual_seed(params.seed + start)
-            for i, ids in zip(chunk, self.generate_ids([encoded[i] for i in chunk], params)):
+            ids_per_prompt, top = self._generate([encoded[i] for i in chunk], params)
+            for j, (i, ids) in enumerate(zip(chunk, ids_per_prompt)):
                 stopped = bool(ids) and ids[-1] == eos
                 results[i] = Completion(
                     text=self.tokenizer.decode(ids, skip_special_tokens=True),
                     num_tokens=len(ids),
                     finish_reason="stop" if stopped else "length",
+                    top_logprobs=self._token_logprobs(top[j]) if top is not None else None,
                 )
+                if on_completion:
+                    on_completion(i, results[i])
             if progress:
                 progress(min(start + self.batch_size, len(order)), len(order))
         return results  # type: ignore[return-value]

@@ -100,3 +100,38 @@ def test_teacher_version_changes_with_what_changes_outputs(spec_file):
     bigger_batch = teacher.model_copy(update={"generation": teacher.generation.model_copy(update={"batch_size": 999})})
     assert teacher.version() != hotter.version()
     assert teacher.version() == bigger_batch.version()
+
+
+def test_openai_teacher_needs_base_urls(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][0] |= {"backend": "openai", "model": "meta-llama/Llama-3.1-70B-Instruct"}
+    assert "teachers.teacher_a: base_urls: backend 'openai' needs at least one endpoint" in _error(tmp_path, data)
+    data["teachers"][0]["base_urls"] = ["localhost:8000/v1"]
+    assert "base_urls: 'localhost:8000/v1' is not an http(s) URL" in _error(tmp_path, data)
+    data["teachers"][0] |= {"base_urls": ["http://127.0.0.1:8000/v1"], "api_key_env": "TEACHER_KEY"}
+    teacher = load_spec(write(tmp_path, data)).teacher("teacher_a")
+    assert teacher.concurrency == 16 and teacher.max_retries == 5 and teacher.timeout_s > 0
+
+
+def test_http_fields_on_a_local_teacher_and_bad_values_are_named(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][1]["base_urls"] = ["http://127.0.0.1:8000/v1"]
+    assert "teachers.teacher_b: base_urls: only used with backend 'openai'" in _error(tmp_path, data)
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][1] |= {"backend": "openai", "base_urls": ["http://x/v1"], "concurrency": 0}
+    assert "teachers.teacher_b.concurrency" in _error(tmp_path, data)
+    data["teachers"][1] |= {"concurrency": 4, "api_key_env": "not a variable"}
+    assert "teachers.teacher_b.api_key_env" in _error(tmp_path, data)
+    data["teachers"][1] |= {"api_key_env": None, "api_key": "sk-literal"}
+    assert "teachers.teacher_b.api_key: Extra inputs are not permitted" in _error(tmp_path, data)
+
+
+def test_sampling_fields(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["teachers"][0]["generation"] |= {"n": 4}
+    assert "teachers.teacher_a.generation: n: n > 1 needs temperature > 0" in _error(tmp_path, data)
+    data["teachers"][0]["generation"] |= {"temperature": 0.8, "top_logprobs": 50}
+    assert "teachers.teacher_a.generation.top_logprobs" in _error(tmp_path, data)
+    data["teachers"][0]["generation"]["top_logprobs"] = 5
+    teacher = load_spec(write(tmp_path, data)).teacher("teacher_a")
+    assert (teacher.generation.n, teacher.generation.top_logprobs) == (4, 5)

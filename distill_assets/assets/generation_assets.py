@@ -1,22 +1,23 @@
 """Stage 2: synthetic completions, one partition per (teacher, task)."""
 
-import time
-
 import dagster as dg
 import polars as pl
 
-from distill_assets.assets.progress import progress_logger
-from distill_assets.generation import generate_completions
+from distill_assets.assets.progress import generation_logger
+from distill_assets.generation import generate_completions, teacher_identity
 from distill_assets.partitions import Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from resources.accelerator import Accelerator
-from resources.transformers_backend import TransformersBackend
+from resources.backends import build_backend
+from resources.cached_backend import CachedBackend
+from resources.generation_cache import GenerationCache
+from resources.storage import ArtifactStore
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
     @dg.asset(
-        description="A teacher's completions for one task's curated prompts, with lineage columns.",
+        description="A teacher's completions (n per prompt) for one task's curated prompts, with lineage columns.",
         partitions_def=partitions.teacher_task,
         ins={
             "curated_inputs": dg.AssetIn(
@@ -28,36 +29,46 @@ def build(spec: Spec, partitions: Partitions) -> list:
         pool="gpu",
     )
     def synthetic_completions(
-        context: dg.AssetExecutionContext, accelerator: Accelerator, curated_inputs: pl.DataFrame
+        context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, curated_inputs: pl.DataFrame
     ) -> pl.DataFrame:
+        """Answers come from the generation cache where it has them; only the rest reach the teacher."""
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
-        context.log.info(f"{teacher.name} on {task.name}: {curated_inputs.height} prompts on {accelerator.describe()}")
-        backend = TransformersBackend.load(
-            spec.resolve(teacher.model),
-            accelerator.torch_device(),
-            accelerator.torch_dtype(),
-            batch_size=teacher.generation.batch_size,
-            revision=teacher.revision,
+        where = "" if teacher.backend == "openai" else f" on {accelerator.describe()}"
+        context.log.info(
+            f"{teacher.name} ({teacher.backend}) on {task.name}: {curated_inputs.height} prompts"
+            f" x {teacher.generation.n}{where}"
         )
-        started = time.time()
+        cache = GenerationCache(store.generation_cache_path())
+        backend = CachedBackend(
+            lambda: build_backend(teacher, spec, accelerator),  # loaded only if the cache lacks answers
+            cache,
+            teacher_identity(teacher, spec),
+            report=generation_logger(context, f"{teacher.name}/{task.name}"),
+        )
         try:
-            frame = generate_completions(
-                backend, curated_inputs, teacher, task, progress_logger(context, f"{teacher.name}/{task.name}")
-            )
+            frame = generate_completions(backend, curated_inputs, teacher, task)
         finally:
             backend.close()
-        seconds = time.time() - started
+            cache.close()
+        stats = backend.stats
         tokens = int(frame["num_tokens"].sum())
+        failed = frame.filter(pl.col("error").is_not_null())
         context.add_output_metadata(
             {
                 "teacher_version": teacher.version(),
+                "backend": teacher.backend,
                 "completions": frame.height,
+                **stats.metadata(),
                 "truncated": int((frame["finish_reason"] == "length").sum()),
                 "generated_tokens": tokens,
-                "seconds": round(seconds, 2),
-                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+                "tokens_per_s": round(tokens / max(stats.seconds, 1e-9), 1),
                 "preview": dg.MetadataValue.md(markdown_table(frame.select("prompt", "completion").head(5))),
+                **(
+                    {"failures": dg.MetadataValue.md(markdown_table(failed.select("prompt", "error").head(5)))}
+                    if failed.height
+                    else {}
+                ),
             }
         )
         return frame

@@ -1,0 +1,74 @@
+"""HTTP backend at concurrency 32 against sequential requests, on a loopback server with 50 ms latency (target >= 25x).
+
+python -m bench.http_concurrency [--requests 640] [--concurrency 32] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from resources.backends import Request, SamplingParams
+from resources.http_backend import HttpBackend
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=640)
+    parser.add_argument("--sequential", type=int, default=40, help="requests timed for the sequential rate")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.05)
+    args = parser.parse_args()
+
+    # The server runs in its own process, so it does not share this one's interpreter lock.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.openai_server", "--latency", str(args.latency)],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        requests = [Request([{"role": "user", "content": f"prompt {i}"}]) for i in range(args.requests)]
+        params = SamplingParams(max_new_tokens=16)
+
+        # Baseline: a plain loop, one request after the other.
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)  # kept alive
+        started = time.perf_counter()
+        for request in requests[: args.sequential]:
+            body = json.dumps({"model": "m", "messages": request.messages, "max_tokens": 16})
+            connection.request("POST", f"{parts.path}/chat/completions", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["choices"]
+        sequential_rate = args.sequential / (time.perf_counter() - started)
+        connection.close()
+
+        backend = HttpBackend([url], model="m", concurrency=args.concurrency, timeout_s=30)
+        backend.complete(requests[: args.concurrency], params)  # warm up: imports and connections
+        started = time.perf_counter()
+        completions = backend.complete(requests, params)
+        concurrent_s = time.perf_counter() - started
+        assert all(c.ok for c in completions), [c.error for c in completions if not c.ok][:3]
+        concurrent_rate = args.requests / concurrent_s
+    finally:
+        server.kill()
+        server.wait()
+
+    ideal = args.concurrency
+    print(f"loopback server, {args.latency * 1000:.0f} ms per request")
+    print(f"sequential:        {sequential_rate:7.1f} requests/s ({args.sequential} requests)")
+    print(f"concurrency {args.concurrency:3d}:    {concurrent_rate:7.1f} requests/s ({args.requests} requests)")
+    print(f"speed-up: {concurrent_rate / sequential_rate:.1f}x (target >= 25x, ideal {ideal}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""OpenAI-compatible chat completions client (vLLM serve, SGLang, TGI, Ollama, Llama API).
+
+Requests run concurrently on one asyncio loop (aiohttp: about a tenth of httpx's CPU per
+request, measured), at most `concurrency` at a time, spread round-robin over the replicas
+in `base_urls` (a retry goes to the next replica). The
+retry policy is in resources/retry.py. A request that still fails after its retries comes
+back as a failed `Completion` naming the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import threading
+from collections.abc import Sequence
+
+import aiohttp
+
+from resources.backends import (
+    Completion,
+    OnCompletion,
+    Progress,
+    Request,
+    SamplingParams,
+    TeacherBackend,
+    TokenLogprob,
+)
+from resources.retry import PermanentError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
+
+
+class HttpBackend(TeacherBackend):
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        name: str = "openai",
+        seed: int | None = None,
+    ):
+        if not base_urls:
+            raise ValueError("HttpBackend needs at least one base URL")
+        self.name = name
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.model = model
+        self.api_key = api_key
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.rng = random.Random(seed)
+        self.attempts = 0  # HTTP requests sent, retries included
+
+    @staticmethod
+    def api_key_from_env(env_var: str | None) -> str | None:
+        """The API key, read only from the environment variable the spec names."""
+        if env_var is None:
+            return None
+        key = os.environ.get(env_var)
+        if not key:
+            raise ValueError(f"api_key_env: environment variable ${env_var} is not set; export the endpoint's API key")
+        return key
+
+    def body(self, request: Request, params: SamplingParams) -> dict:
+        body = {
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed_for(request.sample_index),
+            "n": 1,  # each sample is its own request, so each is cached and retried alone
+        }
+        if params.top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": params.top_logprobs}
+        return body
+
+    def complete(
+        self,
+        requests: Sequence[Request],
+        params: SamplingParams,
+        progress: Progress | None = None,
+        on_completion: OnCompletion | None = None,
+    ) -> list[Completion]:
+        coroutine = self.complete_async(requests, params, progress, on_completion)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        # Called from inside a running loop (a notebook): run ours on a thread of its own.
+        box: list = []
+        thread = threading.Thread(target=lambda: box.append(asyncio.run(coroutine)))
+        thread.start()
+        thread.join()
+        return box[0]
+
+    async def complete_async(
+        self,
+        requests: Sequence[Request],
+        params: SamplingParams,
+        progress: Progress | None = None,
+        on_completion: OnCompletion | None = None,
+    ) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        replicas = itertools.cycle(self.base_urls)
+        semaphore = asyncio.Semaphore(self.concurrency)
+        done = 0
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as client:
+
+            async def one(i: int) -> None:
+                nonlocal done
+                async with semaphore:
+                    results[i] = await self._with_retries(client, replicas, self.body(requests[i], params))
+                done += 1
+                if on_completion:
+                    on_completion(i, results[i])
+                if progress:
+                    progress(done, len(requests))
+
+            await asyncio.gather(*(one(i) for i in range(len(requests))))
+        return results  # type: ignore[return-value]
+
+    async def _with_retries(self, client: aiohttp.ClientSession, replicas, body: dict) -> Completion:
+        reason = "not attempted"
+        for attempt in range(self.retry.max_retries + 1):
+            url = f"{next(replicas)}/chat/completions"
+            try:
+                return await self._post(client, url, body)
+            except PermanentError as err:
+                return Completion.failed(str(err))
+            except RetryableError as err:
+                reason, retry_after = str(err), err.retry_after
+            except TimeoutError:
+                reason, retry_after = f"{url}: no answer within {self.timeout_s}s", None
+            except aiohttp.ClientError as err:  # refused, reset, dropped connection, truncated body
+                reason, retry_after = f"{url}: {type(err).__name__}: {err}".rstrip(": "), None
+            if attempt < self.retry.max_retries:
+                await asyncio.sleep(self.retry.delay(attempt, retry_after, self.rng))
+        return Completion.failed(f"gave up after {self.retry.max_retries + 1} attempts; last: {reason}")
+
+    async def _post(self, client: aiohttp.ClientSession, url: str, body: dict) -> Completion:
+        self.attempts += 1
+        async with client.post(url, json=body) as response:
+            text = await response.text()
+            if response.status != 200:
+                message = f"{url}: HTTP {response.status}: {text[:200]}"
+                if is_retryable_status(response.status):
+                    raise RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
+                raise PermanentError(message)
+        try:
+            return parse_chat_completion(json.loads(text))
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
+            # A truncated or garbled body from an overloaded proxy: the next try usually works.
+            raise RetryableError(f"{url}: malformed response body ({type(err).__name__}: {err})") from None
+
+
+def parse_chat_completion(payload: dict) -> Completion:
+    choice = payload["choices"][0]
+    text = choice["message"]["content"] or ""
+    finish = choice.get("finish_reason") or "stop"
+    top = None
+    content = (choice.get("logprobs") or {}).get("content")
+    if content is not None:
+        top = tuple(
+            tuple(TokenLogprob(alt["token"], float(alt["logprob"])) for alt in step.get("top_logprobs", []))
+            for step in content
+        )
+    usage = payload.get("usage") or {}
+    num_tokens = usage.get("completion_tokens")
+    if num_tokens is None:
+        num_tokens = len(content) if content is not None else 0
+    return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)

@@ -1,0 +1,122 @@
+"""vLLM's offline engine as a teacher backend (GPU machines; `pip install '.[vllm]'`).
+
+vLLM is imported only when this backend is built, so the project installs and tests
+without it. Prompts are tokenized with the model's own chat template here, exactly as
+the transformers backend does, and handed to `LLM.generate` as token ids: both backends
+see the same input ids. Requests go to the engine in chunks, each chunk's answers are
+reported as soon as it is done (the cache stores them), and within a chunk vLLM batches
+continuously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from resources.backends import (
+    Completion,
+    OnCompletion,
+    Progress,
+    Request,
+    SamplingParams,
+    TeacherBackend,
+    TokenLogprob,
+)
+
+INSTALL_HINT = "the vllm backend needs vLLM and a GPU: pip install 'distill[vllm]' (or `pip install -e '.[vllm]'`)"
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as err:
+        raise RuntimeError(f"{INSTALL_HINT} ({err})") from None
+    return vllm
+
+
+class VLLMBackend(TeacherBackend):
+    def __init__(self, llm: Any, name: str = "vllm", chunk_size: int = 2048):
+        self.llm, self.name, self.chunk_size = llm, name, chunk_size
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def load(
+        cls,
+        path_or_id: str,
+        dtype: str = "auto",
+        revision: str | None = None,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.85,
+        **engine_args: Any,
+    ) -> VLLMBackend:
+        vllm = import_vllm()
+        llm = vllm.LLM(
+            model=path_or_id,
+            revision=revision,
+            dtype=dtype,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            **engine_args,
+        )
+        return cls(llm, name=path_or_id)
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def sampling_params(self, params: SamplingParams, sample_index: int) -> Any:
+        vllm = import_vllm()
+        return vllm.SamplingParams(
+            n=1,  # each sample is its own request, cached and seeded alone
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            seed=None if params.greedy else params.seed_for(sample_index),
+            logprobs=params.top_logprobs or None,
+        )
+
+    def complete(
+        self,
+        requests: Sequence[Request],
+        params: SamplingParams,
+        progress: Progress | None = None,
+        on_completion: OnCompletion | None = None,
+    ) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        for start in range(0, len(requests), self.chunk_size):
+            chunk = range(start, min(start + self.chunk_size, len(requests)))
+            prompts = [{"prompt_token_ids": self.encode(requests[i].messages)} for i in chunk]
+            sampling = [self.sampling_params(params, requests[i].sample_index) for i in chunk]
+            outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+            for i, output in zip(chunk, outputs):
+                results[i] = self.to_completion(output.outputs[0], params.top_logprobs)
+                if on_completion:
+                    on_completion(i, results[i])
+            if progress:
+                progress(chunk.stop, len(requests))
+        return results  # type: ignore[return-value]
+
+    def to_completion(self, output: Any, k: int) -> Completion:
+        top = None
+        if k and output.logprobs is not None:
+            # vLLM returns the top-k and, when it is not among them, the sampled token: keep the k best.
+            top = tuple(
+                tuple(
+                    TokenLogprob(lp.decoded_token or self.tokenizer.decode([tid]), float(lp.logprob), int(tid))
+                    for tid, lp in sorted(step.items(), key=lambda item: -item[1].logprob)[:k]
+                )
+                for step in output.logprobs
+            )
+        return Completion(
+            text=output.text,
+            num_tokens=len(output.token_ids),
+            finish_reason=output.finish_reason or "stop",
+            top_logprobs=top,
+        )
+
+    def close(self) -> None:
+        import torch
+
+        del self.llm
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

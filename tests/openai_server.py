@@ -1,0 +1,182 @@
+"""A small OpenAI-compatible chat completions server on loopback, with fault injection.
+
+The tests and benchmarks talk to it as they would to vLLM serve. It answers either
+deterministically (the prompt reversed, so a test knows the right answer) or through a
+real teacher backend, and injects faults at a given rate: 500s, 429 with Retry-After,
+timeouts (no answer before the client gives up), dropped connections and malformed JSON
+(and, on request, 401s).
+It counts per prompt the requests it received and the answers it delivered.
+
+    python -m tests.openai_server --latency 0.05      # prints its base URL, serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("500", "429", "timeout", "drop", "malformed")
+
+# (messages, request body) -> (text, finish_reason, per-token top logprobs or None)
+Answer = Callable[[list[dict], dict], tuple[str, str, list[list[tuple[str, float]]] | None]]
+
+
+def reverse_answer(messages: list[dict], body: dict):
+    """The last user message reversed, cut at max_tokens characters (one token per character)."""
+    text = messages[-1]["content"][::-1]
+    limit = int(body.get("max_tokens") or len(text))
+    finish = "length" if len(text) > limit else "stop"
+    text = text[:limit]
+    k = int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0
+    top = [[(ch, -0.01), *[(f"<alt{j}>", -5.0 - j) for j in range(k - 1)]] for ch in text] if k else None
+    return text, finish, top
+
+
+class FakeTeacher:
+    """The server's behaviour and its counters (shared by all handler threads)."""
+
+    def __init__(
+        self,
+        answer: Answer = reverse_answer,
+        fault_rate: float = 0.0,
+        faults: tuple[str, ...] = FAULTS,
+        faulty_attempts: int = 2,  # only a prompt's first attempts fail, so retries always get through
+        latency_s: float = 0.0,
+        hang_s: float = 1.0,  # how long a "timeout" fault holds the request before dropping it
+        retry_after: str = "0",
+        seed: int = 0,
+    ):
+        self.answer, self.fault_rate, self.faults = answer, fault_rate, faults
+        self.faulty_attempts, self.latency_s, self.hang_s = faulty_attempts, latency_s, hang_s
+        self.retry_after, self.seed = retry_after, seed
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()  # per prompt: requests received
+        self.answers: Counter[str] = Counter()  # per prompt: 200 answers delivered
+        self.injected: Counter[str] = Counter()  # per fault kind
+        self.authorization: set[str] = set()
+
+    def fault_for(self, prompt: str, attempt: int) -> str | None:
+        if attempt > self.faulty_attempts or not self.fault_rate:
+            return None
+        rng = random.Random(f"{self.seed}|{prompt}|{attempt}")
+        return rng.choice(self.faults) if rng.random() < self.fault_rate else None
+
+
+def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+        disable_nagle_algorithm = True  # headers and body leave at once, no 40 ms delayed-ACK stall
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            messages = body["messages"]
+            prompt = messages[-1]["content"]
+            with teacher.lock:
+                teacher.requests[prompt] += 1
+                attempt = teacher.requests[prompt]
+                if self.headers.get("Authorization"):
+                    teacher.authorization.add(self.headers["Authorization"])
+            fault = teacher.fault_for(prompt, attempt)
+            if fault:
+                with teacher.lock:
+                    teacher.injected[fault] += 1
+            if teacher.latency_s:
+                time.sleep(teacher.latency_s)
+            if fault == "401":  # a client error: retrying cannot help
+                return self._send(401, b'{"error": "invalid API key"}')
+            if fault == "500":
+                return self._send(500, b'{"error": "injected"}')
+            if fault == "429":
+                return self._send(429, b'{"error": "slow down"}', {"Retry-After": teacher.retry_after})
+            if fault in ("timeout", "drop"):
+                if fault == "timeout":
+                    time.sleep(teacher.hang_s)
+                self.close_connection = True  # close without a response
+                return None
+            if fault == "malformed":
+                return self._send(200, b'{"choices": [{"message": {"content": "trunc')
+            text, finish, top = teacher.answer(messages, body)
+            choice: dict = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            if top is not None:
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": step[0][0],
+                            "logprob": step[0][1],
+                            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in step],
+                        }
+                        for step in top
+                    ]
+                }
+            payload = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": {"completion_tokens": len(top) if top is not None else len(text)},
+            }
+            try:
+                self._send(200, json.dumps(payload).encode())
+            except (BrokenPipeError, ConnectionResetError):
+                return None  # the client had given up: not an answer delivered
+            with teacher.lock:
+                teacher.answers[prompt] += 1
+            return None
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many clients connect at once; the default backlog of 5 drops some
+
+
+class OpenAIServer:
+    """`with OpenAIServer(FakeTeacher(...)) as server: server.url` -> http://127.0.0.1:PORT/v1"""
+
+    def __init__(self, teacher: FakeTeacher | None = None, port: int = 0):
+        self.teacher = teacher or FakeTeacher()
+        self.httpd = _Server(("127.0.0.1", port), make_handler(self.teacher))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> OpenAIServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with OpenAIServer(FakeTeacher(latency_s=args.latency), port=args.port) as server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
