@@ -52,3 +52,23 @@ def generate_completions(
         },
         schema=COMPLETION_SCHEMA,
     )
+
+
+def generate_samples(
+    backend: TeacherBackend,
+    prompts: pl.DataFrame,
+    teacher: TeacherSpec,
+    task: TaskSpec,
+    progress: Progress | None = None,
+) -> pl.DataFrame:
+    """`task.samples` completions per prompt, each sample with its own seed, numbered in a `sample` column.
+
+    Several samples per prompt feed rejection sampling: curation keeps those the verifier accepts.
+    """
+    frames = []
+    for sample in range(task.samples):
+        seed = teacher.generation.seed + sample
+        seeded = teacher.model_copy(update={"generation": teacher.generation.model_copy(update={"seed": seed})})
+        frame = generate_completions(backend, prompts, seeded, task, progress)
+        frames.append(frame.with_columns(teacher_version=pl.lit(teacher.version()), sample=pl.lit(sample, pl.Int64)))
+    return pl.concat(frames)

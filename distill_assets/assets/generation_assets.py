@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import progress_logger
-from distill_assets.generation import generate_completions
+from distill_assets.generation import generate_samples
 from distill_assets.partitions import Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
@@ -16,7 +16,7 @@ from resources.transformers_backend import TransformersBackend
 
 def build(spec: Spec, partitions: Partitions) -> list:
     @dg.asset(
-        description="A teacher's completions for one task's curated prompts, with lineage columns.",
+        description="A teacher's completions (`samples` per prompt) for one task's curated prompts, with lineage.",
         partitions_def=partitions.teacher_task,
         ins={
             "curated_inputs": dg.AssetIn(
@@ -42,7 +42,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         )
         started = time.time()
         try:
-            frame = generate_completions(
+            frame = generate_samples(
                 backend, curated_inputs, teacher, task, progress_logger(context, f"{teacher.name}/{task.name}")
             )
         finally:
