@@ -66,3 +66,8 @@ def test_whole_graph_on_shrunken_demo(spec_file):
             assert figures[field] is not None and figures[field] >= 0, (name, field)
     assert report["models"]["student_s"]["parameters"] < report["models"]["student_m"]["parameters"]
     assert "| dates | teacher_a |" in (root / "report/report.md").read_text()
+    data = {(d["teacher"], d["task"]): d for d in report["data"]}
+    assert set(data) == {("teacher_a", "dates"), ("teacher_a", "units"), ("teacher_b", "reverse")}
+    for d in data.values():
+        assert d["generated"] == d["kept"] + sum(d["dropped"].values())  # nothing dropped without a count
+    assert "## Data" in (root / "report/report.md").read_text()
