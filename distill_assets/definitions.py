@@ -6,7 +6,14 @@ import os
 
 import dagster as dg
 
-from distill_assets.assets import data_assets, evaluation_assets, generation_assets, training_assets
+from distill_assets.assets import (
+    curation_assets,
+    data_assets,
+    evaluation_assets,
+    generation_assets,
+    quality_checks,
+    training_assets,
+)
 from distill_assets.partitions import Partitions
 from distill_assets.spec import default_spec_path, load_spec
 from resources.accelerator import Accelerator
@@ -20,11 +27,13 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     assets = [
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
+        *curation_assets.build(spec, partitions),
         *training_assets.build(spec, partitions),
         *evaluation_assets.build(spec, partitions),
     ]
     return dg.Definitions(
         assets=assets,
+        asset_checks=quality_checks.build(spec, partitions),
         resources={
             "accelerator": Accelerator(),
             "store": store,

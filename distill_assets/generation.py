@@ -33,14 +33,15 @@ def chat_prompt(prompt: str, system_prompt: str | None) -> Messages:
     return [*messages, {"role": "user", "content": prompt}]
 
 
-def sampling_params(teacher: TeacherSpec) -> SamplingParams:
+def sampling_params(teacher: TeacherSpec, task: TaskSpec | None = None) -> SamplingParams:
+    """The teacher's sampling settings; a task's `samples` overrides n (rejection sampling)."""
     g = teacher.generation
     return SamplingParams(
         max_new_tokens=g.max_new_tokens,
         temperature=g.temperature,
         top_p=g.top_p,
         seed=g.seed,
-        n=g.n,
+        n=task.samples if task is not None and task.samples is not None else g.n,
         top_logprobs=g.top_logprobs,
     )
 
@@ -79,7 +80,7 @@ def generate_completions(
     progress: Progress | None = None,
 ) -> pl.DataFrame:
     """n completions per prompt (failed ones included, with their reason), with the lineage columns."""
-    params = sampling_params(teacher)
+    params = sampling_params(teacher, task)
     rows = [(i, s) for i in range(prompts.height) for s in range(params.n)]
     chats = [chat_prompt(p, task.system_prompt) for p in prompts["prompt"]]
     completions = backend.complete([Request(chats[i], s) for i, s in rows], params, progress)

@@ -1,51 +1,170 @@
-"""Curated inputs: load a task's prompts from any supported file, normalise, dedup, split.
+"""Curated inputs: load a task's prompts from any supported file, validate, dedup, split.
 
-Plain functions, polars in and out; the `curated_inputs` asset is a thin shell around them.
+Every row of a user's file is checked on its own (valid UTF-8, valid JSON, the prompt a
+non-empty string that fits the teacher's context, the reference a string or number, the
+id unique). A bad row either fails the load with a message naming the file, line and
+field, or is quarantined (set aside with its problem, and counted), as the task's
+`on_bad_input` says. Plain functions, polars in and out; `curated_inputs` is a thin shell.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
 
-from distill_assets.spec import TaskSpec
+from distill_assets.spec import QualitySpec, TaskSpec
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "task": pl.String, "prompt": pl.String, "reference": pl.String}
+_WHITESPACE = re.compile(r"\s+")
 
 
 class InputError(ValueError):
     """An input file that cannot be used; the message names the file and what is wrong."""
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    """Read JSONL, Parquet, CSV or a `datasets` directory (saved with `save_to_disk`)."""
+@dataclass(frozen=True)
+class BadRow:
+    """One unusable row: where it is, which field, what is wrong, and the raw text."""
+
+    source: str
+    line: int  # 1-based line (JSONL, CSV) or row (Parquet, datasets)
+    field: str | None  # None when the row as a whole is unreadable
+    problem: str
+    raw: str
+
+    def message(self) -> str:
+        where = f"{self.source}:{self.line}"
+        return f"{where}: field {self.field!r}: {self.problem}" if self.field else f"{where}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """How many tokens a prompt may take: the teacher's context less the tokens it generates."""
+
+    limit: int
+    count: Callable[[str], int]  # tokens of the prompt as the teacher sees it (chat template included)
+    owner: str  # who sets the limit, for messages
+
+
+# Reading: raw rows with their line numbers -------------------------------------------
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+    """(line, row dict) per row of the file, or (line, BadRow) where a row cannot be read at all."""
     if not path.exists():
         raise InputError(f"{path}: input not found")
     if path.is_dir():
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except FileNotFoundError as err:
-            raise InputError(f"{path}: not a `datasets` directory saved with save_to_disk ({err})") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if "train" not in ds:
-                raise InputError(f"{path}: DatasetDict without a 'train' split (has {list(ds)})")
-            ds = ds["train"]
-        return pl.from_arrow(ds.data.table)
+        yield from enumerate(_datasets_rows(path), start=1)
+        return
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _jsonl_rows(path)
+    elif suffix == ".csv":
+        yield from _csv_rows(path)
+    elif suffix == ".parquet":
+        try:
+            frame = pl.read_parquet(path)
+        except pl.exceptions.PolarsError as err:
+            raise InputError(f"{path}: could not be read as parquet: {err}") from None
+        yield from enumerate(frame.to_dicts(), start=1)
+    else:
+        raise InputError(
+            f"{path}: unsupported input format {suffix!r}; use .jsonl, .parquet, .csv or a datasets directory"
+        )
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue  # blank lines are not rows
+            shown = raw.decode("utf-8", errors="backslashreplace").rstrip("\n")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start : err.start + 1].hex()
+                yield (
+                    line_no,
+                    BadRow(
+                        str(path), line_no, None, f"not valid UTF-8 (byte 0x{bad} at column {err.start + 1})", shown
+                    ),
+                )
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield (
+                    line_no,
+                    BadRow(str(path), line_no, None, f"not valid JSON ({err.msg} at column {err.colno})", shown),
+                )
+                continue
+            if not isinstance(row, dict):
+                yield (
+                    line_no,
+                    BadRow(str(path), line_no, None, f"a line must be a JSON object, got {type(row).__name__}", shown),
+                )
+                continue
+            yield line_no, row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+    with path.open("rb") as f:
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text)
+        for row in reader:
+            line_no = reader.line_num
+            undecodable = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
+            if undecodable:
+                shown = json.dumps({k: _escape(v) for k, v in row.items()}, ensure_ascii=False)
+                yield line_no, BadRow(str(path), line_no, undecodable[0], "not valid UTF-8", shown)
+                continue
+            yield line_no, row
+
+
+def _escape(value):
+    """Undecodable bytes as \\xNN, so the raw row can be written out as UTF-8."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _datasets_rows(path: Path) -> list[dict]:
+    import datasets
+
     try:
-        if suffix in (".jsonl", ".ndjson"):
-            return pl.read_ndjson(path, infer_schema_length=None)
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False)
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: could not be read as {suffix[1:]}: {err}") from None
-    raise InputError(f"{path}: unsupported input format {suffix!r}; use .jsonl, .parquet, .csv or a datasets directory")
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: not a `datasets` directory saved with save_to_disk ({err})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise InputError(f"{path}: DatasetDict without a 'train' split (has {list(ds)})")
+        ds = ds["train"]
+    return pl.from_arrow(ds.data.table).to_dicts()
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read JSONL, Parquet, CSV or a `datasets` directory whole; unreadable rows raise InputError."""
+    rows = []
+    for _, row in _raw_rows(path):
+        if isinstance(row, BadRow):
+            raise InputError(row.message())
+        rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+# Validating: one row at a time -----------------------------------------------------------
 
 
 def prompt_id(task: str, prompt: str) -> str:
@@ -53,34 +172,149 @@ def prompt_id(task: str, prompt: str) -> str:
     return hashlib.sha256(f"{task}\x00{prompt}".encode()).hexdigest()[:16]
 
 
-def normalise(frame: pl.DataFrame, task: TaskSpec, source: Path) -> pl.DataFrame:
-    """Map a user's columns onto the prompt schema (prompt_id, task, prompt, reference)."""
-    missing = [c for c in (task.prompt_field, task.reference_field, task.id_field) if c and c not in frame.columns]
-    if missing:
-        raise InputError(
-            f"{source}: missing column(s) {missing} for task {task.name!r}; "
-            f"columns are {frame.columns} (set prompt_field/reference_field/id_field in the spec)"
-        )
-    prompts = frame[task.prompt_field].cast(pl.String).str.strip_chars()
-    out = pl.DataFrame({"task": [task.name] * frame.height, "prompt": prompts})
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _validate(
+    row: dict, task: TaskSpec, quality: QualitySpec, need_reference: bool
+) -> tuple[dict | None, str | None, str | None]:
+    """(clean row, None, None), or (None, field, problem)."""
+    field = task.prompt_field
+    if field not in row:
+        return None, field, "missing"
+    prompt = row[field]
+    if not isinstance(prompt, str):
+        return None, field, f"must be a string, got {_type_name(prompt)}"
+    prompt = prompt.strip()
+    if not prompt:
+        return None, field, "is empty or only whitespace"
+    if len(prompt) < quality.min_prompt_chars:
+        return None, field, f"is {len(prompt)} characters; quality.min_prompt_chars is {quality.min_prompt_chars}"
+    if len(prompt) > quality.max_prompt_chars:
+        return None, field, f"is {len(prompt)} characters; quality.max_prompt_chars is {quality.max_prompt_chars}"
+    reference = None
+    if task.reference_field:
+        reference = row.get(task.reference_field)
+        if isinstance(reference, bool) or not isinstance(reference, str | int | float | type(None)):
+            return None, task.reference_field, f"must be a string or a number, got {_type_name(reference)}"
+        if reference is not None:
+            reference = str(reference)
+        if need_reference and (reference is None or not reference.strip()):
+            return None, task.reference_field, "an eval prompt needs a reference answer"
     if task.id_field:
-        out = out.with_columns(prompt_id=frame[task.id_field].cast(pl.String))
+        if task.id_field not in row:
+            return None, task.id_field, "missing"
+        ident = row[task.id_field]
+        if isinstance(ident, bool) or not isinstance(ident, str | int):
+            return None, task.id_field, f"must be a string or an integer, got {_type_name(ident)}"
+        ident = str(ident)
     else:
-        out = out.with_columns(
-            prompt_id=pl.col("prompt").map_elements(lambda p: prompt_id(task.name, p), return_dtype=pl.String)
+        ident = prompt_id(task.name, prompt)
+    return {"prompt_id": ident, "task": task.name, "prompt": prompt, "reference": reference}, None, None
+
+
+def _raw_text(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False, default=str)
+
+
+def load_prompts(
+    task: TaskSpec,
+    path: Path,
+    quality: QualitySpec | None = None,
+    budget: PromptBudget | None = None,
+    need_reference: bool = False,
+) -> tuple[pl.DataFrame, list[BadRow], int]:
+    """The file's usable prompts (exact duplicate prompts dropped), its bad rows, and how many duplicates.
+
+    Raises InputError on the first bad rows when the task's `on_bad_input` is `fail`.
+    """
+    quality = quality or QualitySpec()
+    good: list[dict] = []
+    bad: list[BadRow] = []
+    lines: list[int] = []
+    fields_seen: set[str] = set()
+    for line_no, row in _raw_rows(path):
+        if isinstance(row, BadRow):
+            bad.append(row)
+            continue
+        fields_seen.update(row)
+        clean, field, problem = _validate(row, task, quality, need_reference)
+        if clean is None:
+            bad.append(BadRow(str(path), line_no, field, problem, _raw_text(row)))
+        else:
+            good.append(clean)
+            lines.append(line_no)
+    # A column absent from every row is a spec mismatch, not a bad row.
+    if fields_seen or good:
+        missing = [f for f in (task.prompt_field, task.reference_field, task.id_field) if f and f not in fields_seen]
+        if missing:
+            raise InputError(
+                f"{path}: no row has the field(s) {missing} for task {task.name!r}; fields are {sorted(fields_seen)} "
+                f"(set prompt_field/reference_field/id_field of tasks.{task.name} in the spec)"
+            )
+    if budget is not None and good:
+        too_long = [(r, n, budget.count(r["prompt"])) for r, n in zip(good, lines)]
+        keep = [(r, n) for r, n, tokens in too_long if tokens <= budget.limit]
+        for r, n, tokens in too_long:
+            if tokens > budget.limit:
+                problem = f"is {tokens} tokens; {budget.owner} leaves {budget.limit} for the prompt"
+                bad.append(BadRow(str(path), n, task.prompt_field, problem, r["prompt"]))
+        good, lines = [r for r, _ in keep], [n for _, n in keep]
+    # Exact duplicate prompts: keep the first; an id reused for another prompt is a bad row.
+    kept: list[dict] = []
+    first_line_of_id: dict[str, tuple[int, str]] = {}
+    seen_prompts: set[str] = set()
+    duplicates = 0
+    for row, line_no in zip(good, lines):
+        if row["prompt"] in seen_prompts:
+            duplicates += 1
+            continue
+        if row["prompt_id"] in first_line_of_id:
+            first_line = first_line_of_id[row["prompt_id"]][0]
+            problem = f"id {row['prompt_id']!r} is already used on line {first_line} for another prompt"
+            bad.append(BadRow(str(path), line_no, task.id_field or "prompt_id", problem, _raw_text(row)))
+            continue
+        first_line_of_id[row["prompt_id"]] = (line_no, row["prompt"])
+        seen_prompts.add(row["prompt"])
+        kept.append(row)
+    bad.sort(key=lambda b: b.line)
+    if bad and task.on_bad_input == "fail":
+        shown = "\n".join(f"  {b.message()}" for b in bad[:5])
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InputError(
+            f"{path}: {len(bad)} bad row(s) for task {task.name!r}:\n{shown}{more}\n"
+            f"Fix the file, or set tasks.{task.name}.on_bad_input: quarantine to set bad rows aside."
         )
-    reference = frame[task.reference_field].cast(pl.String) if task.reference_field else None
-    out = out.with_columns(reference=reference if reference is not None else pl.lit(None, pl.String))
-    empty = out.filter(pl.col("prompt").is_null() | (pl.col("prompt") == ""))
-    if empty.height:
-        raise InputError(f"{source}: {empty.height} empty prompt(s) in column {task.prompt_field!r}")
-    return out.select(list(PROMPT_SCHEMA)).cast(PROMPT_SCHEMA)
+    frame = pl.DataFrame(kept, schema=PROMPT_SCHEMA) if kept else pl.DataFrame(schema=PROMPT_SCHEMA)
+    return frame, bad, duplicates
 
 
-def dedup(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop exact duplicate prompts, keeping the first; returns the frame and how many were dropped."""
-    kept = frame.unique(subset=["prompt"], keep="first", maintain_order=True)
-    return kept, frame.height - kept.height
+def write_quarantine(bad: list[BadRow], path: Path) -> Path:
+    """Bad rows as JSONL (source, line, field, problem, raw), so a person can fix and re-add them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in bad:
+            f.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+    return path
+
+
+def problem_counts(bad: list[BadRow]) -> dict[str, int]:
+    """How many bad rows per (field, kind of problem), for metadata."""
+    counts: dict[str, int] = {}
+    for row in bad:
+        kind = re.sub(r"\d+", "N", row.problem.split(" (")[0].split(";")[0])
+        key = f"{row.field or 'row'}: {kind}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# Normalisation and the eval split ------------------------------------------------------
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded with runs of whitespace collapsed: the form prompts are compared in."""
+    return _WHITESPACE.sub(" ", text).strip().casefold()
 
 
 def split_eval(frame: pl.DataFrame, eval_size: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -92,17 +326,77 @@ def split_eval(frame: pl.DataFrame, eval_size: int) -> tuple[pl.DataFrame, pl.Da
     return frame.filter(~pl.col("prompt_id").is_in(held["prompt_id"].implode())), held
 
 
-def curate(task: TaskSpec, source: Path, eval_source: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """The task's training prompts and held-out eval prompts, disjoint, with counts for metadata."""
-    train, dropped = dedup(normalise(read_table(source), task, source))
+def _normalised(frame: pl.DataFrame) -> pl.Series:
+    return frame["prompt"].map_elements(normalise_text, return_dtype=pl.String)
+
+
+def curate(
+    task: TaskSpec,
+    source: Path,
+    eval_source: Path | None,
+    quality: QualitySpec | None = None,
+    budget: PromptBudget | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[BadRow]]:
+    """The task's training prompts and held-out eval prompts, disjoint after normalisation.
+
+    Returns (train, eval, counts for metadata, bad rows to quarantine).
+    """
+    train, bad, dropped = load_prompts(task, source, quality, budget)
     if eval_source is None:
+        if train["reference"].null_count():
+            missing = train.filter(pl.col("reference").is_null()).height
+            raise InputError(
+                f"{source}: {missing} prompt(s) without a reference ({task.reference_field!r}); the eval split "
+                f"needs references: give them, or set tasks.{task.name}.eval_source"
+            )
         train, held = split_eval(train, task.eval_size)
     else:
-        held, _ = dedup(normalise(read_table(eval_source), task, eval_source))
+        held, eval_bad, _ = load_prompts(task, eval_source, quality, budget, need_reference=True)
+        bad += eval_bad
         held = held.head(task.eval_size)
-    overlap = train.filter(pl.col("prompt").is_in(held["prompt"].implode()))
-    train = train.filter(~pl.col("prompt").is_in(held["prompt"].implode()))
-    if held["reference"].null_count():
-        raise InputError(f"{eval_source or source}: eval prompts need a reference answer ({task.reference_field!r})")
-    stats = {"duplicates_dropped": dropped, "eval_overlap_dropped": overlap.height}
-    return train, held, stats
+    if held.height == 0:
+        raise InputError(f"{eval_source or source}: no usable eval prompts for task {task.name!r}")
+    eval_prompts = _normalised(held).implode()
+    overlap = train.filter(_normalised(train).is_in(eval_prompts))
+    train = train.filter(~_normalised(train).is_in(eval_prompts))
+    if train.height == 0:
+        raise InputError(f"{source}: no usable training prompts for task {task.name!r}")
+    stats = {
+        "duplicates_dropped": dropped,
+        "eval_overlap_dropped": overlap.height,
+        "bad_rows": len(bad),
+    }
+    return train, held, stats, bad
+
+
+def teacher_prompt_budget(
+    model: str, max_new_tokens: int, system_prompt: str | None, owner: str
+) -> PromptBudget | None:
+    """The prompt budget a local teacher checkpoint allows, or None when its files are not on disk.
+
+    The limit is the context (the smaller of the config's `max_position_embeddings` and the
+    tokenizer's `model_max_length`) less the tokens the teacher is asked to generate.
+    """
+    from transformers import AutoTokenizer
+
+    from distill_assets.generation import chat_prompt
+
+    config_file = Path(model) / "config.json"
+    if not config_file.is_file():
+        return None
+    context = json.loads(config_file.read_text()).get("max_position_embeddings")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    limits = [n for n in (context, tokenizer.model_max_length) if isinstance(n, int) and n < 10**9]
+    if not limits:
+        return None
+
+    def count(prompt: str) -> int:
+        ids = tokenizer.apply_chat_template(
+            chat_prompt(prompt, system_prompt), add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        return len(ids)
+
+    limit = min(limits) - max_new_tokens
+    return PromptBudget(
+        limit=limit, count=count, owner=f"{owner}'s context of {min(limits)} tokens less {max_new_tokens} to generate"
+    )

@@ -10,7 +10,42 @@ import polars as pl
 from distill_assets.spec import Spec
 
 
-def build_report(spec: Spec, scores: pl.DataFrame, efficiency: dict[str, dict], hardware: str) -> dict:
+def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | None) -> list[dict]:
+    """Per teacher and task: generated, kept, dropped by each curation rule, and dropped examples.
+
+    `curated` is keyed by teacher x task partition (curated_completions); rows the training
+    set lost to duplicates across teachers count as `duplicate_across`.
+    """
+    from distill_assets.curation import summary
+
+    rows = []
+    for _, frame in sorted(curated.items()):
+        if frame.height == 0:
+            continue
+        teacher, task = frame["teacher"][0], frame["task"][0]
+        stats = summary(frame)
+        in_training = (
+            training_set.filter((pl.col("teacher") == teacher) & (pl.col("task") == task)).height
+            if training_set is not None
+            else stats["kept"]
+        )
+        rows.append(
+            {
+                "teacher": teacher,
+                "task": task,
+                "generated": stats["generated"],
+                "kept": in_training,
+                "dropped": {**stats["dropped"], "duplicate_across": stats["kept"] - in_training},
+                "verifier_pass_rate": stats["verifier_pass_rate"],
+                "examples": stats["examples"],
+            }
+        )
+    return rows
+
+
+def build_report(
+    spec: Spec, scores: pl.DataFrame, efficiency: dict[str, dict], hardware: str, data: list[dict] | None = None
+) -> dict:
     """Assemble report.json's content.
 
     `scores` has one row per (model, stage, task) with the mean `score`; stage is
@@ -69,6 +104,7 @@ def build_report(spec: Spec, scores: pl.DataFrame, efficiency: dict[str, dict], 
         "largest_teacher": largest_teacher,
         "tasks": tasks,
         "models": models,
+        "data": data or [],
     }
 
 
@@ -129,7 +165,31 @@ def to_markdown(report: dict) -> str:
             f"- **{name}** keeps {_fmt(e['retention_mean'], '.1%')} of the routed teachers' exact match on average "
             f"(lowest task: {_fmt(e['retention_min'], '.1%')})"
         )
+    lines += _data_markdown(report.get("data") or [])
     return "\n".join(lines) + "\n"
+
+
+def _data_markdown(data: list[dict]) -> list[str]:
+    if not data:
+        return []
+    rules = list(data[0]["dropped"])
+    head = ["teacher", "task", "generated", "kept", *(f"dropped: {r}" for r in rules), "verifier pass rate"]
+    lines = [
+        "",
+        "## Data (synthetic completions and what curation kept)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for d in data:
+        cells = [d["teacher"], d["task"], str(d["generated"]), str(d["kept"]), *(str(d["dropped"][r]) for r in rules)]
+        lines.append("| " + " | ".join([*cells, _fmt(d["verifier_pass_rate"], ".1%")]) + " |")
+    examples = [(d["teacher"], d["task"], e) for d in data for e in d["examples"]]
+    if examples:
+        lines += ["", "Examples of dropped completions:", ""]
+        for teacher, task, e in examples[:20]:
+            lines.append(f"- {teacher}/{task}, **{e['rule']}**: `{e['prompt']}` -> `{e['completion']}` ({e['why']})")
+    return lines
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:

@@ -43,6 +43,7 @@ def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str],
     return [
         (["curated_inputs", "eval_set"], parts.task.get_partition_keys()),
         (["synthetic_completions"], generation),
+        (["curated_completions"], routed_keys(spec)),
         (["training_set"], [None]),
         (["student_checkpoint"], parts.student.get_partition_keys()),
         (["teacher_evaluation"], parts.teacher_task.get_partition_keys()),
@@ -55,7 +56,7 @@ def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str],
 def run_pipeline(
     defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print, log_level: str = "INFO"
 ) -> None:
-    assets = list(defs.assets or [])
+    assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # checks run with the assets they guard
     resources = dict(defs.resources or {})
     # The run log keeps every event; the console shows the assets' own progress lines.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -73,7 +74,16 @@ def run_pipeline(
                 raise_on_error=False,
             )
             if not result.success:
-                raise SystemExit(f"FAILED: {label} (run {result.run_id}); see `dagster dev` or the log above")
+                failed = [
+                    f"{e.asset_key.to_user_string()}:{e.check_name}"
+                    for e in result.get_asset_check_evaluations()
+                    if not e.passed
+                ]
+                because = f"; blocking check(s) failed: {', '.join(failed)}" if failed else ""
+                raise SystemExit(
+                    f"FAILED: {label} (run {result.run_id}){because}; nothing downstream ran. "
+                    "See `dagster dev` or the log above"
+                )
             echo(f"  done {label} in {time.time() - started:.1f}s")
 
 

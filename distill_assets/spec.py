@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,6 +31,70 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_REFUSAL_PATTERNS = [
+    r"(?i)\bI(?:'m| am) (?:sorry|unable|not able)\b",
+    r"(?i)\bI (?:cannot|can't|can not|won't) (?:help|assist|answer|provide|do)\b",
+    r"(?i)\bas an (?:AI|artificial intelligence|language model)\b",
+]
+DEFAULT_LEAK_PATTERNS = [
+    r"<\|[A-Za-z_]+\|>",  # chat special tokens: <|user|>, <|im_start|>, <|eot_id|>
+    r"\[/?INST\]|</?s>|<(?:start|end)_of_turn>",  # Llama 2 and Gemma markers
+    r"\{\{|\{%|%\}",  # an unrendered chat template
+    r"(?m)^(?:system|user|assistant)\s*:",  # a role header the model wrote itself
+]
+
+
+class QualitySpec(_Strict):
+    """Bounds for the data-quality checks and switches for curation; every field has a default."""
+
+    min_prompt_chars: int = Field(1, ge=1, description="shortest prompt accepted")
+    max_prompt_chars: int = Field(4000, ge=1, description="longest prompt accepted (the teacher's context applies too)")
+    max_completion_chars: int = Field(4000, ge=1, description="longest completion accepted")
+    max_empty_rate: float = Field(0.05, ge=0, le=1, description="share of empty completions a partition may have")
+    max_refusal_rate: float = Field(0.05, ge=0, le=1, description="share of refusals a partition may have")
+    max_leak_rate: float = Field(0.01, ge=0, le=1, description="share with chat tokens or template leaks")
+    max_duplicate_rate: float = Field(
+        0.5, ge=0, le=1, description="share of prompts whose completion repeats another prompt's"
+    )
+    min_verifier_pass_rate: float = Field(0.5, ge=0, le=1, description="where the task has a verifier")
+    min_kept_rate: float = Field(0.2, ge=0, le=1, description="share of completions curation must keep")
+    refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS))
+    leak_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_LEAK_PATTERNS))
+    curate: bool = Field(True, description="false keeps every completion (checks still run)")
+    drop_truncated: bool = Field(True, description="drop completions cut off at max_new_tokens")
+    near_duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="MinHash Jaccard at which rows are near-duplicates"
+    )
+    shingle_words: int = Field(3, ge=1, description="words per shingle for near-duplicate detection")
+    minhash_permutations: int = Field(64, ge=8, description="MinHash signature length")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> QualitySpec:
+        for field in ("refusal_patterns", "leak_patterns"):
+            for pattern in getattr(self, field):
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"{field}: {pattern!r} is not a valid regular expression ({err})") from None
+        return self
+
+
+DEFAULT_RUBRIC = (
+    "You grade answers written for a training set. Score the answer from 0 to 10: 10 when it is correct, "
+    "complete and answers only what was asked; 0 when it is wrong, a refusal or off topic. "
+    "Reply with the score only, as `Score: N`."
+)
+
+
+class JudgeSpec(_Strict):
+    """LLM-as-judge: a configured teacher scores each completion against a rubric."""
+
+    teacher: Name = Field(description="the teacher whose backend does the judging")
+    rubric: str = DEFAULT_RUBRIC
+    threshold: float = Field(7.0, ge=0, le=10, description="keep completions scored at least this (0 to 10)")
+    max_new_tokens: int = Field(16, ge=1)
+
+
 class TaskSpec(_Strict):
     name: Name
     source: str = Field(description="JSONL, Parquet or CSV file, or a `datasets` directory")
@@ -42,6 +107,30 @@ class TaskSpec(_Strict):
     metric: Literal["exact_match"] = "exact_match"
     eval_size: int = Field(200, ge=1)
     system_prompt: str | None = None
+    verifier: str | None = Field(
+        None,
+        description="a checker that accepts or rejects a completion: reference, demo_dates, demo_reverse, "
+        "demo_units, or `package.module:function`",
+    )
+    samples: int | None = Field(
+        None,
+        ge=1,
+        description="completions per prompt for this task (default: the teacher's generation.n); "
+        "with a verifier, rejection sampling keeps those it accepts",
+    )
+    judge: JudgeSpec | None = Field(None, description="LLM-as-judge scoring; optional")
+    on_bad_input: Literal["fail", "quarantine"] = Field(
+        "fail", description="fail names the file, line and field; quarantine sets bad rows aside and counts them"
+    )
+    quality: QualitySpec | None = Field(None, description="overrides the top-level `quality` block for this task")
+
+    @model_validator(mode="after")
+    def _known_verifier(self) -> TaskSpec:
+        if self.verifier is not None:
+            from distill_assets.verifiers import check_verifier_name
+
+            check_verifier_name(self.verifier)
+        return self
 
 
 class GenerationSpec(_Strict):
@@ -166,6 +255,7 @@ class Spec(_Strict):
     teachers: list[TeacherSpec] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = EvaluationSpec()
+    quality: QualitySpec = QualitySpec()
     base_dir: Path = Field(Path("."), exclude=True, description="set to the spec file's folder")
 
     @model_validator(mode="after")
@@ -186,6 +276,16 @@ class Spec(_Strict):
                         f"teachers.{teacher.name}.tasks: task {task!r} is already routed to {routed[task]!r}"
                     )
                 routed[task] = teacher.name
+        teachers = {t.name for t in self.teachers}
+        for task in self.tasks:
+            if task.judge and task.judge.teacher not in teachers:
+                raise ValueError(f"tasks.{task.name}.judge.teacher: unknown teacher {task.judge.teacher!r}")
+            greedy = task.name in routed and self.teacher(routed[task.name]).generation.temperature == 0
+            if (task.samples or 1) > 1 and greedy:
+                raise ValueError(
+                    f"tasks.{task.name}.samples: {task.samples} samples per prompt need a sampling teacher; "
+                    f"set teachers.{routed[task.name]}.generation.temperature above 0"
+                )
         missing = sorted(tasks - routed.keys())
         if missing:
             raise ValueError(f"teachers: no teacher is routed task(s) {missing}; add them to a teacher's `tasks`")
@@ -200,6 +300,10 @@ class Spec(_Strict):
 
     def student(self, name: str) -> StudentSpec:
         return next(s for s in self.students if s.name == name)
+
+    def quality_for(self, task: str) -> QualitySpec:
+        """The task's own `quality` block if it has one, else the top-level one."""
+        return self.task(task).quality or self.quality
 
     def routing(self) -> dict[str, str]:
         """task -> the teacher that generates its training data."""

@@ -19,11 +19,18 @@ TASKS = ("dates", "reverse", "units")
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
-    """An untrained one-layer Llama with the demo tokenizer, saved as a HF checkpoint."""
+    """An untrained one-layer Llama with the demo tokenizer, saved as a HF checkpoint.
+
+    Special-token embeddings are zeroed (the head is tied), so it writes characters rather
+    than ending at once: with the spec's sampling, its completions are non-empty and varied,
+    and pass the quality checks that do not need right answers.
+    """
     path = tmp_path_factory.mktemp("models") / "tiny_teacher"
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(tokenizer, hidden_size=32, num_hidden_layers=1))
+    with torch.no_grad():
+        model.model.embed_tokens.weight[tokenizer.all_special_ids] = 0.0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -55,7 +62,7 @@ def shrunken_spec(root: Path, teacher: Path, train: int = 12, eval_: int = 4, st
                 "eval_size": eval_,
             }
         )
-    generation = {"max_new_tokens": 4, "batch_size": 8}
+    generation = {"max_new_tokens": 4, "batch_size": 8, "temperature": 1.0}
     training = {"max_steps": steps, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
 
     def student(name: str, hidden: int) -> dict:
@@ -70,6 +77,8 @@ def shrunken_spec(root: Path, teacher: Path, train: int = 12, eval_: int = 4, st
             {"name": "teacher_b", "model": str(teacher), "tasks": ["reverse"], "generation": generation},
         ],
         "students": [student("student_m", 16), student("student_s", 8)],
+        # The random tiny teacher always runs to max_new_tokens: keep its truncated completions.
+        "quality": {"drop_truncated": False},
         "evaluation": {"max_new_tokens": 4, "batch_size": 8, "latency_requests": 2, "throughput_prompts": 6,
                        "throughput_batch_size": 4},
     }  # fmt: skip

@@ -1,101 +1,173 @@
+"""Bad input files: every corruption either fails with file, line and field, or is quarantined and counted."""
+
+from __future__ import annotations
+
 import json
+from pathlib import Path
 
-import datasets
-import polars as pl
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from distill_assets.inputs import InputError, curate, dedup, normalise, prompt_id, read_table, split_eval
+from distill_assets.inputs import (
+    InputError,
+    PromptBudget,
+    curate,
+    load_prompts,
+    teacher_prompt_budget,
+    write_quarantine,
+)
 from distill_assets.spec import TaskSpec
+from tests.conftest import demo_rows
 
-ROWS = [
-    {"question": "Reverse the letters: abc", "gold": "cba"},
-    {"question": "Reverse the letters: abc", "gold": "cba"},  # exact duplicate
-    {"question": "  Reverse the letters: xyz  ", "gold": "zyx"},
-    {"question": "Reverse the letters: hello", "gold": "olleh"},
-]
-TASK = TaskSpec(name="reverse", source="x", prompt_field="question", reference_field="gold", eval_size=1)
+ROWS = demo_rows("reverse", "train", 40)
+LONG = "Reverse the letters: " + "a" * 300
+
+# name -> (raw line bytes, the field the message must name, or None for the whole row)
+CORPUS: dict[str, tuple[bytes, str | None]] = {
+    "malformed_json": (b'{"prompt": "Reverse the letters: abc", "answer": ', None),
+    "not_an_object": (b'["Reverse the letters: abc", "cba"]', None),
+    "non_utf8": (b'{"prompt": "Reverse the letters: \xff\xfeabc", "answer": "cba"}', None),
+    "missing_prompt": (b'{"answer": "cba"}', "prompt"),
+    "prompt_is_number": (b'{"prompt": 42, "answer": "cba"}', "prompt"),
+    "prompt_is_list": (b'{"prompt": ["a"], "answer": "cba"}', "prompt"),
+    "prompt_is_null": (b'{"prompt": null, "answer": "cba"}', "prompt"),
+    "empty_prompt": (b'{"prompt": "", "answer": "cba"}', "prompt"),
+    "whitespace_prompt": (b'{"prompt": " \\t \\n ", "answer": "cba"}', "prompt"),
+    "answer_is_object": (b'{"prompt": "Reverse the letters: qqq", "answer": {"a": 1}}', "answer"),
+    "answer_is_bool": (b'{"prompt": "Reverse the letters: qqq", "answer": true}', "answer"),
+    "prompt_too_long": (json.dumps({"prompt": LONG, "answer": "x"}).encode(), "prompt"),
+}
 
 
-@pytest.fixture(params=["jsonl", "parquet", "csv", "datasets"])
-def source(request, tmp_path):
-    frame = pl.DataFrame(ROWS)
-    path = tmp_path / f"prompts.{request.param}"
-    if request.param == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    elif request.param == "parquet":
-        frame.write_parquet(path)
-    elif request.param == "csv":
-        frame.write_csv(path)
-    else:
-        path = tmp_path / "prompts_dataset"
-        datasets.Dataset.from_polars(frame).save_to_disk(str(path))
+def _task(**kwargs) -> TaskSpec:
+    return TaskSpec(name="reverse", source="x.jsonl", **kwargs)
+
+
+def _write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
 
 
-def test_every_format_reads_to_the_same_prompts(source):
-    frame = normalise(read_table(source), TASK, source)
-    assert frame.columns == ["prompt_id", "task", "prompt", "reference"]
-    assert frame["prompt"].to_list() == [
-        "Reverse the letters: abc",
-        "Reverse the letters: abc",
-        "Reverse the letters: xyz",  # whitespace stripped
-        "Reverse the letters: hello",
+def _good_lines(n: int) -> list[bytes]:
+    return [json.dumps(r).encode() for r in ROWS[:n]]
+
+
+BUDGET = PromptBudget(limit=120, count=len, owner="a test teacher")
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_each_bad_row_fails_naming_file_line_and_field(tmp_path, case):
+    raw, field = CORPUS[case]
+    path = _write(tmp_path / "train.jsonl", [*_good_lines(3), raw, *_good_lines(2)])
+    with pytest.raises(InputError) as err:
+        load_prompts(_task(), path, budget=BUDGET)
+    message = str(err.value)
+    assert f"{path}:4:" in message, message
+    if field:
+        assert f"field {field!r}" in message, message
+    assert "on_bad_input: quarantine" in message
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_each_bad_row_is_quarantined_and_counted(tmp_path, case):
+    raw, field = CORPUS[case]
+    path = _write(tmp_path / "train.jsonl", [*_good_lines(3), raw, *_good_lines(2)])
+    frame, bad, duplicates = load_prompts(_task(on_bad_input="quarantine"), path, budget=BUDGET)
+    assert frame.height == 3 and duplicates == 2  # the last two lines repeat the first two
+    assert [(b.line, b.field) for b in bad] == [(4, field)]
+    out = write_quarantine(bad, tmp_path / "q" / "reverse.jsonl")
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["line"] == 4 and row["source"] == str(path) and row["problem"]
+
+
+def test_duplicate_ids_and_exact_duplicates(tmp_path):
+    lines = [
+        b'{"id": "a", "prompt": "Reverse the letters: abc", "answer": "cba"}',
+        b'{"id": "b", "prompt": "Reverse the letters: xyz", "answer": "zyx"}',
+        b'{"id": "a", "prompt": "Reverse the letters: qrs", "answer": "srq"}',  # id reused: bad
+        b'{"id": "c", "prompt": "Reverse the letters: abc", "answer": "cba"}',  # same prompt: counted duplicate
     ]
-    assert frame["reference"].to_list() == ["cba", "cba", "zyx", "olleh"]
+    path = _write(tmp_path / "train.jsonl", lines)
+    with pytest.raises(InputError, match=r"train.jsonl:3: field 'id': id 'a' is already used on line 1"):
+        load_prompts(_task(id_field="id"), path)
+    frame, bad, duplicates = load_prompts(_task(id_field="id", on_bad_input="quarantine"), path)
+    assert frame["prompt_id"].to_list() == ["a", "b"] and [b.line for b in bad] == [3] and duplicates == 1
 
 
-def test_prompt_ids_are_stable_and_task_scoped():
-    assert prompt_id("reverse", "abc") == prompt_id("reverse", "abc")
-    assert prompt_id("reverse", "abc") != prompt_id("dates", "abc")
-    assert len(prompt_id("reverse", "abc")) == 16
+def test_csv_with_undecodable_bytes(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"prompt,answer\nReverse the letters: abc,cba\nReverse the letters: \xffx,x\n")
+    with pytest.raises(InputError, match=r"train.csv:3: field 'prompt': not valid UTF-8"):
+        load_prompts(_task(), path)
+    frame, bad, _ = load_prompts(_task(on_bad_input="quarantine"), path)
+    assert frame.height == 1 and bad[0].line == 3 and "\\xff" in bad[0].raw
 
 
-def test_id_field_is_used_when_given(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"id": 7, "question": "q", "gold": "a"}) + "\n")
-    task = TASK.model_copy(update={"id_field": "id"})
-    assert normalise(read_table(path), task, path)["prompt_id"].to_list() == ["7"]
+def test_a_column_missing_everywhere_is_a_spec_mismatch_even_when_quarantining(tmp_path):
+    path = _write(tmp_path / "train.jsonl", [b'{"question": "a", "answer": "b"}'])
+    with pytest.raises(InputError, match=r"no row has the field\(s\) \['prompt'\].*prompt_field"):
+        load_prompts(_task(on_bad_input="quarantine"), path)
 
 
-def test_dedup_counts_what_it_drops(source):
-    frame, dropped = dedup(normalise(read_table(source), TASK, source))
-    assert dropped == 1
-    assert frame["prompt"].n_unique() == frame.height == 3
+def test_prompt_longer_than_the_teachers_context(tmp_path, tiny_teacher):
+    budget = teacher_prompt_budget(str(tiny_teacher), 4, None, "teacher t")
+    assert budget is not None and budget.limit == 128 - 4
+    path = _write(tmp_path / "train.jsonl", [*_good_lines(2), json.dumps({"prompt": LONG, "answer": "x"}).encode()])
+    with pytest.raises(InputError, match=r"train.jsonl:3: field 'prompt': is \d+ tokens; teacher t's context of 128"):
+        load_prompts(_task(), path, budget=budget)
 
 
-def test_split_is_stable_and_disjoint():
-    frame = pl.DataFrame(
-        {"prompt_id": [str(i) for i in range(50)], "task": "t", "prompt": [f"p{i}" for i in range(50)]}
-    ).with_columns(reference=pl.lit("r"))
-    train, held = split_eval(frame, 10)
-    _, held2 = split_eval(frame.reverse(), 10)
-    assert held.height == 10 and train.height == 40
-    assert set(held["prompt_id"]) == set(held2["prompt_id"])
-    assert not set(held["prompt_id"]) & set(train["prompt_id"])
+def test_eval_rows_without_reference_and_the_eval_split(tmp_path):
+    train = _write(tmp_path / "train.jsonl", _good_lines(10))
+    no_answer = b'{"prompt": "Reverse the letters: zzz"}'
+    evals = _write(tmp_path / "eval.jsonl", [no_answer, b'{"prompt": "Reverse the letters: yyy", "answer": "yyy"}'])
+    with pytest.raises(InputError, match=r"eval.jsonl:1: field 'answer': an eval prompt needs a reference"):
+        curate(_task(), train, evals)
+    shouted = {"prompt": "  REVERSE the letters:  " + ROWS[0]["prompt"][21:], "answer": "x"}
+    evals = _write(tmp_path / "eval.jsonl", [json.dumps(shouted).encode()])
+    train_frame, _, stats, bad = curate(_task(), train, evals)
+    assert stats["eval_overlap_dropped"] == 1 and train_frame.height == 9 and not bad  # normalised overlap
 
 
-def test_curate_removes_eval_prompts_from_training(tmp_path):
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    held = tmp_path / "eval.jsonl"
-    held.write_text(json.dumps({"question": "Reverse the letters: hello", "gold": "olleh"}) + "\n")
-    train_frame, eval_frame, stats = curate(TASK, train, held)
-    assert eval_frame["prompt"].to_list() == ["Reverse the letters: hello"]
-    assert "Reverse the letters: hello" not in train_frame["prompt"].to_list()
-    assert stats == {"duplicates_dropped": 1, "eval_overlap_dropped": 1}
+# Property: random corruptions of a good file ---------------------------------------------------
+
+CORRUPTIONS = [*sorted(CORPUS), "exact_duplicate", "blank_line"]
+HAS_PROMPT = {None, "exact_duplicate", *(c for c in CORPUS if c.startswith(("prompt_", "answer_", "empty", "white")))}
 
 
-def test_errors_name_the_file_and_the_problem(tmp_path):
-    with pytest.raises(InputError, match="input not found"):
-        read_table(tmp_path / "missing.jsonl")
-    bad = tmp_path / "prompts.txt"
-    bad.write_text("hello")
-    with pytest.raises(InputError, match=r"prompts\.txt: unsupported input format"):
-        read_table(bad)
-    path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"text": "q"}) + "\n")
-    with pytest.raises(InputError, match=r"p\.jsonl: missing column\(s\) \['question', 'gold'\]"):
-        normalise(read_table(path), TASK, path)
-    path.write_text(json.dumps({"question": "   ", "gold": "a"}) + "\n")
-    with pytest.raises(InputError, match="1 empty prompt"):
-        normalise(read_table(path), TASK, path)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(st.sampled_from([None, None, *CORRUPTIONS]), min_size=1, max_size=25))
+def test_random_corruptions_are_all_counted(tmp_path_factory, plan):
+    # With no row holding a prompt at all, the file and the spec disagree: that fails whatever the policy.
+    assume(any(c in HAS_PROMPT for c in plan))
+    tmp = tmp_path_factory.mktemp("corrupt")
+    lines, expected_bad, expected_duplicates, rows = [], [], 0, 0
+    for i, corruption in enumerate(plan):
+        if corruption is None:
+            lines.append(json.dumps(ROWS[i]).encode())
+            rows += 1
+        elif corruption == "blank_line":
+            lines.append(b"   ")
+        elif corruption == "exact_duplicate":
+            lines.append(json.dumps(ROWS[0]).encode())
+            expected_duplicates += 1
+            rows += 1
+        else:
+            lines.append(CORPUS[corruption][0])
+            expected_bad.append(i + 1)
+            rows += 1
+    path = _write(tmp / "train.jsonl", lines)
+    first_good = plan.index(None) if None in plan else None
+    # A duplicate of row 0 before row 0 appears (or with no row 0) is the first occurrence: kept, not counted.
+    if first_good != 0:
+        expected_duplicates -= 1 if "exact_duplicate" in plan else 0
+    frame, bad, duplicates = load_prompts(_task(on_bad_input="quarantine"), path, budget=BUDGET)
+    assert frame.height + len(bad) + duplicates == rows  # nothing dropped without a count
+    assert [b.line for b in bad] == expected_bad
+    assert duplicates == max(expected_duplicates, 0)
+    if expected_bad:
+        with pytest.raises(InputError) as err:
+            load_prompts(_task(), path, budget=BUDGET)
+        assert f"{path}:{expected_bad[0]}:" in str(err.value)
+        assert f"{len(expected_bad)} bad row(s)" in str(err.value)

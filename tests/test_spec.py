@@ -128,7 +128,7 @@ def test_http_fields_on_a_local_teacher_and_bad_values_are_named(tmp_path, spec_
 
 def test_sampling_fields(tmp_path, spec_file):
     data = yaml.safe_load(spec_file.read_text())
-    data["teachers"][0]["generation"] |= {"n": 4}
+    data["teachers"][0]["generation"] |= {"n": 4, "temperature": 0.0}
     assert "teachers.teacher_a.generation: n: n > 1 needs temperature > 0" in _error(tmp_path, data)
     data["teachers"][0]["generation"] |= {"temperature": 0.8, "top_logprobs": 50}
     assert "teachers.teacher_a.generation.top_logprobs" in _error(tmp_path, data)

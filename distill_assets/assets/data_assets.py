@@ -3,10 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from distill_assets.inputs import curate
+from distill_assets.inputs import curate, problem_counts, teacher_prompt_budget, write_quarantine
 from distill_assets.partitions import Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
+from resources.storage import ArtifactStore
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
@@ -24,13 +25,32 @@ def build(spec: Spec, partitions: Partitions) -> list:
         partitions_def=partitions.task,
         group_name="data",
     )
-    def curated_inputs(context: dg.AssetExecutionContext):
+    def curated_inputs(context: dg.AssetExecutionContext, store: ArtifactStore):
         task = spec.task(context.partition_key)
         source = spec.resolve_path(task.source)
         eval_source = spec.resolve_path(task.eval_source) if task.eval_source else None
-        train, held, stats = curate(task, source, eval_source)
+        teacher = spec.teacher(spec.routing()[task.name])
+        budget = teacher_prompt_budget(
+            spec.resolve(teacher.model),
+            teacher.generation.max_new_tokens,
+            task.system_prompt,
+            f"teacher {teacher.name}",
+        )
+        if budget is None:
+            context.log.warning(f"{teacher.model}: no local config; prompts are not checked against its context")
+        train, held, stats, bad = curate(task, source, eval_source, spec.quality_for(task.name), budget)
+        quarantine = {}
+        if bad:  # only reached with on_bad_input: quarantine; `fail` raised in curate
+            path = write_quarantine(bad, store.path("quarantine", f"{task.name}.jsonl"))
+            context.log.warning(f"{task.name}: {len(bad)} bad row(s) quarantined to {path}")
+            quarantine = {
+                "quarantine_file": dg.MetadataValue.path(str(path)),
+                "quarantined_by_problem": dg.MetadataValue.json(problem_counts(bad)),
+                "quarantined_examples": dg.MetadataValue.md("\n".join(f"- `{b.message()}`" for b in bad[:5])),
+            }
         context.log.info(f"{task.name}: {train.height} training prompts, {held.height} eval prompts, {stats}")
-        yield dg.Output(train, "curated_inputs", metadata={"source": str(source), **stats, **_preview(train)})
+        metadata = {"source": str(source), **stats, "quarantined": len(bad), **quarantine, **_preview(train)}
+        yield dg.Output(train, "curated_inputs", metadata=metadata)
         yield dg.Output(held, "eval_set", metadata={"source": str(eval_source or source), **_preview(held)})
 
     return [curated_inputs]

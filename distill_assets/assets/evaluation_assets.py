@@ -8,8 +8,8 @@ import polars as pl
 from distill_assets.assets.progress import progress_logger
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
-from distill_assets.partitions import Partitions
-from distill_assets.report import build_report, to_markdown, write_report
+from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.report import build_report, data_section, to_markdown, write_report
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
@@ -132,11 +132,16 @@ def build(spec: Spec, partitions: Partitions) -> list:
 
     @dg.asset(
         description="Quality kept and efficiency gained: per task each teacher and each student before and after, "
-        "retention, and per model size, latency, throughput, memory and cost (report.md and report.json).",
+        "retention, per model size, latency, throughput, memory and cost, and what curation kept and dropped "
+        "(report.md and report.json).",
         ins={
             "teacher_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
             "student_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
             "model_efficiency": dg.AssetIn(),
+            "curated_completions": dg.AssetIn(
+                partition_mapping=dg.SpecificPartitionsPartitionMapping(routed_keys(spec))
+            ),
+            "training_set": dg.AssetIn(),
         },
         group_name="report",
         kinds={"polars"},
@@ -147,11 +152,14 @@ def build(spec: Spec, partitions: Partitions) -> list:
         teacher_evaluation: dict[str, pl.DataFrame],
         student_evaluation: dict[str, pl.DataFrame],
         model_efficiency: pl.DataFrame,
+        curated_completions: dict[str, pl.DataFrame],
+        training_set: pl.DataFrame,
     ) -> dg.MaterializeResult:
         predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
         hardware = model_efficiency["hardware"][0]
         efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
-        report = build_report(spec, task_scores(predictions), efficiency, hardware)
+        data = data_section(curated_completions, training_set)
+        report = build_report(spec, task_scores(predictions), efficiency, hardware, data)
         md_path, json_path = write_report(report, store.path("report"))
         context.log.info(f"report written to {md_path}")
         return dg.MaterializeResult(

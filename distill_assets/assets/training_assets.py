@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from distill_assets.curation import ACROSS_RULES, dedup_across, kept
 from distill_assets.partitions import Partitions, routed_keys
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
@@ -14,9 +15,10 @@ from resources.storage import ArtifactStore
 
 def build(spec: Spec, partitions: Partitions) -> list:
     @dg.asset(
-        description="Each task's completions from its routed teacher, as chat messages with lineage columns.",
+        description="Each task's curated completions from its routed teacher, duplicates across teachers removed, "
+        "as chat messages with lineage columns.",
         ins={
-            "synthetic_completions": dg.AssetIn(
+            "curated_completions": dg.AssetIn(
                 partition_mapping=dg.SpecificPartitionsPartitionMapping(routed_keys(spec))
             )
         },
@@ -24,14 +26,16 @@ def build(spec: Spec, partitions: Partitions) -> list:
         kinds={"polars", "huggingface"},
     )
     def training_set(
-        context: dg.AssetExecutionContext, store: ArtifactStore, synthetic_completions: dict[str, pl.DataFrame]
+        context: dg.AssetExecutionContext, store: ArtifactStore, curated_completions: dict[str, pl.DataFrame]
     ) -> pl.DataFrame:
-        frame = merge_routed(synthetic_completions, spec)
+        merged = merge_routed({key: kept(frame) for key, frame in curated_completions.items()}, spec)
+        frame, dropped = dedup_across(merged, spec.quality)
         exported = export(frame, store.path("exports"))
         per_task = frame.group_by("task", "teacher").len().sort("task")
         context.add_output_metadata(
             {
                 "rows": frame.height,
+                **{f"dropped/{rule}": dropped.filter(pl.col("dropped_by") == rule).height for rule in ACROSS_RULES},
                 "per_task": dg.MetadataValue.md(markdown_table(per_task)),
                 "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
                 "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),

@@ -1,0 +1,73 @@
+"""Stage 2b: curated completions, one partition per (teacher, task): what is kept, what is dropped and why."""
+
+import dagster as dg
+import polars as pl
+
+from distill_assets.curation import RULES, curate_completions, judge_scores, summary
+from distill_assets.partitions import Partitions
+from distill_assets.spec import Spec
+from distill_assets.tables import markdown_table
+from distill_assets.verifiers import get_verifier
+from resources.accelerator import Accelerator
+from resources.transformers_backend import TransformersBackend
+
+
+def build(spec: Spec, partitions: Partitions) -> list:
+    @dg.asset(
+        description="A teacher's completions for one task, each marked kept or dropped by curation (empty, "
+        "truncated, refusal, template leak, verifier, judge, exact or near duplicate) with the reason.",
+        partitions_def=partitions.teacher_task,
+        ins={
+            "synthetic_completions": dg.AssetIn(),
+            "curated_inputs": dg.AssetIn(
+                partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
+            ),
+        },
+        group_name="curation",
+        kinds={"polars"},
+    )
+    def curated_completions(
+        context: dg.AssetExecutionContext,
+        accelerator: Accelerator,
+        synthetic_completions: pl.DataFrame,
+        curated_inputs: pl.DataFrame,
+    ) -> pl.DataFrame:
+        keys = context.partition_key.keys_by_dimension
+        teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
+        quality = spec.quality_for(task.name)
+        frame = synthetic_completions.join(curated_inputs.select("prompt_id", "reference"), on="prompt_id", how="left")
+        verifier = get_verifier(task.verifier) if task.verifier else None
+        backend = judge = None
+        if task.judge:
+            judge_teacher = spec.teacher(task.judge.teacher)
+            backend = TransformersBackend.load(
+                spec.resolve(judge_teacher.model), accelerator.torch_device(), accelerator.torch_dtype(),
+                batch_size=judge_teacher.generation.batch_size, revision=judge_teacher.revision,
+            )  # fmt: skip
+
+            def judge(prompts, completions):
+                return judge_scores(backend, prompts, completions, task.judge)
+
+        try:
+            curated = curate_completions(frame, quality, verifier, judge, task.judge.threshold if task.judge else 0.0)
+        finally:
+            if backend is not None:
+                backend.close()
+        stats = summary(curated)
+        context.log.info(
+            f"{teacher.name}/{task.name}: kept {stats['kept']} of {stats['generated']}, {stats['dropped']}"
+        )
+        examples = pl.DataFrame(stats["examples"]) if stats["examples"] else pl.DataFrame({"rule": []})
+        context.add_output_metadata(
+            {
+                "generated": stats["generated"],
+                "kept": stats["kept"],
+                **{f"dropped/{rule}": stats["dropped"][rule] for rule in RULES},
+                "verifier_pass_rate": stats["verifier_pass_rate"],
+                "curation": "on" if quality.curate else "off (quality.curate: false)",
+                "dropped_examples": dg.MetadataValue.md(markdown_table(examples)),
+            }
+        )
+        return curated
+
+    return [curated_completions]

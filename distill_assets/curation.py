@@ -1,0 +1,291 @@
+"""Curation of synthetic data: keep only completions worth learning from, and say why each was dropped.
+
+Rules run in order, and a row is dropped by the first rule that rejects it:
+
+    empty -> truncated -> refusal -> template_leak -> verifier -> judge -> exact_duplicate -> near_duplicate
+
+Every row stays in the curated frame with `dropped_by` (the rule, or null when kept) and
+`why` (a sentence a person can read), so metadata and the report can count and show them.
+Plain functions, polars in and out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from distill_assets.inputs import normalise_text
+from distill_assets.spec import JudgeSpec, QualitySpec
+from distill_assets.verifiers import Verifier
+from resources.backends import SamplingParams, TeacherBackend
+
+RULES = [
+    "empty",
+    "truncated",
+    "refusal",
+    "template_leak",
+    "verifier",
+    "judge",
+    "exact_duplicate",
+    "near_duplicate",
+]
+ACROSS_RULES = ["exact_duplicate_across", "near_duplicate_across"]
+
+
+# Verification and judging ----------------------------------------------------------------
+
+
+def verify(frame: pl.DataFrame, verifier: Verifier) -> pl.Series:
+    """One bool per row: does the verifier accept the completion? (frame needs prompt, completion, reference)"""
+    references = frame["reference"] if "reference" in frame.columns else [None] * frame.height
+    return pl.Series(
+        "verified",
+        [bool(verifier(p, c or "", r)) for p, c, r in zip(frame["prompt"], frame["completion"], references)],
+        dtype=pl.Boolean,
+    )
+
+
+_SCORE = re.compile(r"(?i)\bscore\b\W{0,3}(-?\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*(\d+(?:\.\d+)?))?")
+_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*(\d+(?:\.\d+)?))?")
+
+
+def parse_score(text: str) -> float | None:
+    """A judge's 0-10 score from its reply ("Score: 7", "8/10", "4 out of 5" -> 8.0), or None.
+
+    A "Score:" label wins over other numbers; a score out of another scale is rescaled to 10.
+    Anything outside 0-10 after rescaling is not a score.
+    """
+    match = _SCORE.search(text) or _NUMBER.search(text)
+    if not match:
+        return None
+    value = float(match.group(1))
+    if match.group(2):
+        scale = float(match.group(2))
+        if scale <= 0:
+            return None
+        value = value / scale * 10.0
+    return value if 0.0 <= value <= 10.0 else None
+
+
+def judge_messages(rubric: str, prompt: str, completion: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": rubric},
+        {"role": "user", "content": f"Question:\n{prompt}\n\nAnswer:\n{completion}\n\nScore the answer."},
+    ]
+
+
+def judge_scores(backend: TeacherBackend, prompts: Sequence[str], completions: Sequence[str], judge: JudgeSpec):
+    """(score or None, the judge's raw reply) per completion."""
+    chats = [judge_messages(judge.rubric, p, c) for p, c in zip(prompts, completions)]
+    replies = backend.generate(chats, SamplingParams(max_new_tokens=judge.max_new_tokens, temperature=0.0))
+    return [(parse_score(r.text), r.text) for r in replies]
+
+
+# Duplicates: exact, and near (MinHash over word shingles) --------------------------------
+
+_PRIME = (1 << 31) - 1  # hashes and coefficients stay below 2**31, so a*h + b fits in uint64
+
+
+def shingles(text: str, words: int) -> set[str]:
+    tokens = normalise_text(text).split()
+    if len(tokens) <= words:
+        return {" ".join(tokens)}
+    return {" ".join(tokens[i : i + words]) for i in range(len(tokens) - words + 1)}
+
+
+def _hash(shingle: str) -> int:
+    return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=8).digest(), "little") % _PRIME
+
+
+def minhash(shingle_sets: Sequence[set[str]], permutations: int, seed: int = 0) -> np.ndarray:
+    """One MinHash signature (row) per set: min over the set of (a*h + b) mod p per permutation."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, _PRIME, size=permutations, dtype=np.uint64)
+    b = rng.integers(0, _PRIME, size=permutations, dtype=np.uint64)
+    out = np.empty((len(shingle_sets), permutations), dtype=np.uint64)
+    for i, items in enumerate(shingle_sets):
+        h = np.fromiter((_hash(s) for s in items), dtype=np.uint64, count=len(items))
+        out[i] = ((np.outer(h, a) + b) % _PRIME).min(axis=0)
+    return out
+
+
+def _bands(permutations: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows per band) whose LSH S-curve rises a little below the threshold."""
+    options = [(b, permutations // b) for b in range(1, permutations + 1) if permutations % b == 0]
+    return min(options, key=lambda br: abs((1 / br[0]) ** (1 / br[1]) - (threshold - 0.1)))
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def near_duplicates(
+    texts: Sequence[str], quality: QualitySpec, active: Sequence[bool] | None = None
+) -> dict[int, tuple[int, float]]:
+    """{index: (index of the earlier row it repeats, Jaccard)} for rows that near-duplicate an earlier one.
+
+    MinHash LSH finds candidate pairs; the exact Jaccard of their shingle sets decides.
+    Rows with `active` False are neither checked nor matched against.
+    """
+    active = list(active) if active is not None else [True] * len(texts)
+    sets = [shingles(t, quality.shingle_words) for t in texts]
+    signatures = minhash(sets, quality.minhash_permutations)
+    bands, rows = _bands(quality.minhash_permutations, quality.near_duplicate_threshold)
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    found: dict[int, tuple[int, float]] = {}
+    for i, signature in enumerate(signatures):
+        if not active[i]:
+            continue
+        keys = [signature[band * rows : (band + 1) * rows].tobytes() for band in range(bands)]
+        candidates = {j for band, key in enumerate(keys) for j in buckets[band].get(key, ())}
+        best = max(((jaccard(sets[i], sets[j]), j) for j in candidates), default=(0.0, -1))
+        if best[0] >= quality.near_duplicate_threshold:
+            found[i] = (best[1], best[0])
+            continue
+        for band, key in enumerate(keys):
+            buckets[band].setdefault(key, []).append(i)
+    return found
+
+
+def _example_text(prompt: str, completion: str) -> str:
+    return f"{prompt} {completion}"
+
+
+# The curation pass ------------------------------------------------------------------------
+
+Judge = Callable[[Sequence[str], Sequence[str]], list[tuple[float | None, str]]]
+
+
+def curate_completions(
+    frame: pl.DataFrame,
+    quality: QualitySpec,
+    verifier: Verifier | None = None,
+    judge: Judge | None = None,
+    judge_threshold: float = 7.0,
+) -> pl.DataFrame:
+    """The partition's rows with `verified`, `judge_score`, `dropped_by` and `why` added.
+
+    With `quality.curate` false, every row is kept (the columns are still filled in).
+    """
+    n = frame.height
+    completions = [c or "" for c in frame["completion"]]
+    prompts = list(frame["prompt"])
+    dropped: list[str | None] = [None] * n
+    why: list[str | None] = [None] * n
+
+    def drop(i: int, rule: str, reason: str) -> None:
+        if dropped[i] is None:
+            dropped[i], why[i] = rule, reason
+
+    refusal = [re.compile(p) for p in quality.refusal_patterns]
+    leak = [re.compile(p) for p in quality.leak_patterns]
+    finish = frame["finish_reason"] if "finish_reason" in frame.columns else [None] * n
+    for i, (text, reason) in enumerate(zip(completions, finish)):
+        if not text.strip():
+            drop(i, "empty", "the completion is empty")
+        elif quality.drop_truncated and reason == "length":
+            drop(i, "truncated", "cut off at max_new_tokens")
+        elif pattern := next((p for p in refusal if p.search(text)), None):
+            drop(i, "refusal", f"matches refusal pattern {pattern.pattern!r}")
+        elif pattern := next((p for p in leak if p.search(text)), None):
+            drop(i, "template_leak", f"matches leak pattern {pattern.pattern!r}")
+
+    verified: list[bool | None] = [None] * n
+    if verifier is not None:
+        verified = list(verify(frame.with_columns(completion=pl.Series(completions)), verifier))
+        for i, ok in enumerate(verified):
+            if not ok:
+                drop(i, "verifier", "the verifier rejected it")
+
+    scores: list[float | None] = [None] * n
+    if judge is not None:
+        todo = [i for i in range(n) if dropped[i] is None]
+        for i, (score, reply) in zip(todo, judge([prompts[i] for i in todo], [completions[i] for i in todo])):
+            scores[i] = score
+            if score is None:
+                drop(i, "judge", f"no score in the judge's reply {reply[:60]!r}")
+            elif score < judge_threshold:
+                drop(i, "judge", f"judge score {score:g} < {judge_threshold:g}")
+
+    seen: dict[str, int] = {}
+    for i in range(n):
+        if dropped[i] is not None:
+            continue
+        key = normalise_text(prompts[i]) + "\x00" + normalise_text(completions[i])
+        if key in seen:
+            drop(i, "exact_duplicate", f"repeats row {seen[key]} ({frame['prompt_id'][seen[key]]})")
+        else:
+            seen[key] = i
+    texts = [_example_text(p, c) for p, c in zip(prompts, completions)]
+    for i, (j, similarity) in near_duplicates(texts, quality, [d is None for d in dropped]).items():
+        drop(i, "near_duplicate", f"Jaccard {similarity:.2f} with row {j} ({frame['prompt_id'][j]})")
+
+    if not quality.curate:
+        dropped, why = [None] * n, [None] * n
+    return frame.with_columns(
+        verified=pl.Series(verified, dtype=pl.Boolean),
+        judge_score=pl.Series(scores, dtype=pl.Float64),
+        dropped_by=pl.Series(dropped, dtype=pl.String),
+        why=pl.Series(why, dtype=pl.String),
+    )
+
+
+def dedup_across(frame: pl.DataFrame, quality: QualitySpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Exact and near-duplicate removal over the merged training set, across teachers and tasks.
+
+    Returns (kept rows, dropped rows with `dropped_by` and `why`).
+    """
+    if not quality.curate or frame.height == 0:
+        return frame, frame.head(0).with_columns(dropped_by=pl.lit(None, pl.String), why=pl.lit(None, pl.String))
+    n = frame.height
+    prompts, completions = list(frame["prompt"]), [c or "" for c in frame["completion"]]
+    rule: list[str | None] = [None] * n
+    why: list[str | None] = [None] * n
+    seen: dict[str, int] = {}
+    for i in range(n):
+        key = normalise_text(prompts[i]) + "\x00" + normalise_text(completions[i])
+        if key in seen:
+            rule[i], why[i] = (
+                "exact_duplicate_across",
+                f"repeats {frame['teacher'][seen[key]]}/{frame['task'][seen[key]]}",
+            )
+        else:
+            seen[key] = i
+    texts = [_example_text(p, c) for p, c in zip(prompts, completions)]
+    for i, (j, similarity) in near_duplicates(texts, quality, [r is None for r in rule]).items():
+        rule[i] = "near_duplicate_across"
+        why[i] = f"Jaccard {similarity:.2f} with {frame['teacher'][j]}/{frame['task'][j]} {frame['prompt_id'][j]}"
+    marked = frame.with_columns(dropped_by=pl.Series(rule, dtype=pl.String), why=pl.Series(why, dtype=pl.String))
+    return marked.filter(pl.col("dropped_by").is_null()).drop("dropped_by", "why"), marked.filter(
+        pl.col("dropped_by").is_not_null()
+    )
+
+
+def kept(curated: pl.DataFrame) -> pl.DataFrame:
+    return curated.filter(pl.col("dropped_by").is_null())
+
+
+def summary(curated: pl.DataFrame, examples: int = 3) -> dict:
+    """generated, kept, dropped per rule, and a few dropped examples per rule."""
+    counts = {rule: 0 for rule in RULES}
+    for rule, count in curated.group_by("dropped_by").len().iter_rows():
+        if rule is not None:
+            counts[rule] = count
+    dropped = curated.filter(pl.col("dropped_by").is_not_null())
+    shown = [
+        {"rule": r["dropped_by"], "prompt": r["prompt"], "completion": r["completion"], "why": r["why"]}
+        for rule in RULES
+        for r in dropped.filter(pl.col("dropped_by") == rule).head(examples).iter_rows(named=True)
+    ]
+    verified = curated["verified"].drop_nulls() if "verified" in curated.columns else pl.Series([], dtype=pl.Boolean)
+    return {
+        "generated": curated.height,
+        "kept": curated.height - dropped.height,
+        "dropped": counts,
+        "verifier_pass_rate": round(float(verified.mean()), 4) if verified.len() else None,
+        "examples": shown,
+    }

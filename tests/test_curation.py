@@ -1,0 +1,150 @@
+"""Curation rules, verifiers, the judge's score parser, MinHash near-duplicates and the GX suites."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distill_assets.curation import (
+    curate_completions,
+    dedup_across,
+    jaccard,
+    judge_scores,
+    near_duplicates,
+    parse_score,
+    shingles,
+    summary,
+)
+from distill_assets.demo.tasks import TASKS
+from distill_assets.quality import completion_suite, prompt_suite
+from distill_assets.spec import JudgeSpec, QualitySpec
+from distill_assets.verifiers import VERIFIERS, get_verifier
+from resources.backends import Completion, TeacherBackend
+
+QUALITY = QualitySpec()
+
+
+@settings(max_examples=200, deadline=None)
+@given(task=st.sampled_from(sorted(TASKS)), seed=st.integers(0, 2**32 - 1))
+def test_demo_verifiers_accept_the_answer_and_reject_a_changed_one(task, seed):
+    prompt, answer = TASKS[task](random.Random(seed))
+    verifier = VERIFIERS[f"demo_{task}"]
+    assert verifier(prompt, answer, None) and verifier(prompt, f" {answer}\n", None)
+    assert not verifier(prompt, answer + "0", None)
+    assert VERIFIERS["reference"](prompt, answer, answer) and not VERIFIERS["reference"](prompt, "x", answer)
+
+
+def test_a_users_verifier_by_module_path():
+    assert get_verifier("distill_assets.verifiers:reference") is VERIFIERS["reference"]
+
+
+@given(st.text(max_size=80))
+def test_parse_score_never_raises_and_stays_in_range(text):
+    score = parse_score(text)
+    assert score is None or 0.0 <= score <= 10.0
+
+
+def test_parse_score_reads_common_replies():
+    replies = {"Score: 7": 7.0, "8/10": 8.0, "4 out of 5": 8.0, "I'd say 9.": 9.0, "score=3.5/5": 7.0}
+    assert {r: parse_score(r) for r in replies} == replies
+    assert parse_score("no idea") is None and parse_score("Score: 11") is None and parse_score("12/10") is None
+    assert parse_score("Question 3 ... Score: 6") == 6.0  # the labelled number wins
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(alphabet="abcde ", min_size=1, max_size=40), min_size=1, max_size=30))
+def test_near_duplicates_point_back_and_find_exact_copies(texts):
+    texts = [*texts, texts[0]]  # a copy of the first is always found
+    found = near_duplicates(texts, QUALITY)
+    for i, (j, similarity) in found.items():
+        assert j < i and j not in found and similarity >= QUALITY.near_duplicate_threshold
+        assert abs(similarity - jaccard(shingles(texts[i], 3), shingles(texts[j], 3))) < 1e-9
+    last = len(texts) - 1
+    assert last in found or any(i in found for i in range(last) if shingles(texts[i], 3) == shingles(texts[0], 3))
+
+
+def _frame(prompts, completions, finish=None):
+    n = len(prompts)
+    return pl.DataFrame(
+        {
+            "task": ["reverse"] * n,
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "prompt": prompts,
+            "completion": completions,
+            "finish_reason": finish or ["stop"] * n,
+            "teacher": ["teacher_b"] * n,
+            "teacher_version": ["v"] * n,
+            "reference": [None] * n,
+        }
+    )
+
+
+WORDS = ["abc", "hello", "xyz", "qqq", "world", "pear", "plum"]
+PROMPTS = [f"Reverse the letters: {w}" for w in WORDS]
+
+
+def test_each_rule_drops_and_says_why():
+    completions = ["cba", "I'm sorry, I cannot help with that", "", "<|user|>zyx", "dlrow", "rae", "mulp"]
+    finish = ["stop", "stop", "stop", "stop", "stop", "stop", "length"]
+    frame = pl.concat([_frame(PROMPTS, completions, finish), _frame(PROMPTS[:1], ["cba"])])
+    curated = curate_completions(frame, QUALITY, get_verifier("demo_reverse"))
+    assert curated["dropped_by"].to_list() == [
+        None, "refusal", "empty", "template_leak", None, "verifier", "truncated", "exact_duplicate",
+    ]  # fmt: skip
+    stats = summary(curated)
+    assert stats["generated"] == 8 and stats["kept"] == 2 and sum(stats["dropped"].values()) == 6
+    assert all(e["why"] for e in stats["examples"])
+    off = curate_completions(frame, QUALITY.model_copy(update={"curate": False}), get_verifier("demo_reverse"))
+    assert off["dropped_by"].null_count() == off.height and off["verified"].to_list()[0] is True
+
+
+class ScriptedJudge(TeacherBackend):
+    name = "judge"
+
+    def __init__(self, replies):
+        self.replies, self.seen = replies, []
+
+    def complete(self, requests, params, progress=None, on_completion=None):
+        prompts = [r.messages for r in requests]
+        self.seen += prompts
+        return [
+            Completion(self.replies[p[-1]["content"].split("Answer:\n")[1].split("\n")[0]], 3, "stop") for p in prompts
+        ]
+
+
+def test_the_judge_keeps_completions_at_or_above_the_threshold():
+    judge = ScriptedJudge({"cba": "Score: 9", "zyx": "2/10", "olleh": "hmm"})
+    spec = JudgeSpec(teacher="teacher_a", threshold=7)
+    frame = _frame([PROMPTS[0], PROMPTS[2], PROMPTS[1]], ["cba", "zyx", "olleh"])
+    curated = curate_completions(frame, QUALITY, None, lambda p, c: judge_scores(judge, p, c, spec), spec.threshold)
+    assert curated["judge_score"].to_list() == [9.0, 2.0, None]
+    assert curated["dropped_by"].to_list() == [None, "judge", "judge"]
+    assert judge.seen[0][0] == {"role": "system", "content": spec.rubric}
+
+
+def test_duplicates_across_teachers():
+    a = _frame(PROMPTS[:3], ["cba", "olleh", "zyx"])
+    b = _frame(PROMPTS[:2], ["cba", "OLLEH "]).with_columns(teacher=pl.lit("teacher_a"), task=pl.lit("other"))
+    kept, dropped = dedup_across(pl.concat([a, b]), QUALITY)
+    assert kept.height == 3 and dropped["dropped_by"].to_list() == ["exact_duplicate_across"] * 2
+
+
+def test_completion_suite_fails_garbage_and_passes_good_data():
+    good = _frame(PROMPTS, [w[::-1] for w in WORDS]).drop("reference")
+    verifier = get_verifier("demo_reverse")
+    verified = pl.Series([verifier(p, c, None) for p, c in zip(good["prompt"], good["completion"])])
+    assert all(o.passed for o in completion_suite(good, QUALITY, verified))
+    garbage = good.with_columns(completion=pl.lit("<|assistant|> I'm sorry, I cannot help"))
+    outcomes = {o.check: o for o in completion_suite(garbage, QUALITY, pl.Series([False] * garbage.height))}
+    failed = {name for name, o in outcomes.items() if not o.passed}
+    assert failed == {"no_refusals", "no_template_leaks", "duplicate_rate", "verifier_pass_rate"}
+    assert outcomes["no_refusals"].failing_examples[0].startswith("<|assistant|>")
+
+
+def test_prompt_suite_catches_what_inputs_must_not_have():
+    frame = pl.DataFrame({"prompt_id": ["a", "a"], "task": ["t", "t"], "prompt": ["ok", " "], "reference": ["1", None]})
+    failed = {o.check for o in prompt_suite(frame, QUALITY, need_reference=True) if not o.passed}
+    assert failed == {"prompts_present", "unique_prompt_ids", "references_present"}
