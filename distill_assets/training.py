@@ -12,6 +12,7 @@ import datasets
 import polars as pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from distill_assets.spec import Spec, StudentSpec
@@ -135,6 +136,7 @@ def train_student(
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
