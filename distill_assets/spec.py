@@ -233,11 +233,22 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(50, ge=1)
 
 
+class LauncherSpec(_Strict):
+    """How student training runs: in the Dagster step, or as a data-parallel job through Dagster Pipes."""
+
+    kind: Literal["in_process", "torchrun", "accelerate"] = Field(
+        "in_process", description="in_process, or an external `torchrun` / `accelerate launch` job (Dagster Pipes)"
+    )
+    nproc_per_node: int = Field(1, ge=1, le=64, description="processes on this node: one per GPU (gloo on CPU)")
+    extra_args: list[str] = Field(default_factory=list, description="passed to the launcher before the module")
+
+
 class StudentSpec(_Strict):
     name: Name
     base: StudentBase
     method: Literal["sft"] = "sft"
     training: TrainingSpec = TrainingSpec()
+    launcher: LauncherSpec = LauncherSpec()
 
 
 class EvaluationSpec(_Strict):

@@ -5,6 +5,7 @@ import polars as pl
 
 from distill_assets.curation import ACROSS_RULES, dedup_across, kept
 from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.pipes_training import train_with_pipes
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import train_student
@@ -59,6 +60,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
         context.log.info(
             f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
         )
+        if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
+            return train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
         metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
         return dg.MaterializeResult(
             metadata={
