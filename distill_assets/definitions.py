@@ -23,7 +23,7 @@ from resources.storage import ArtifactStore, ParquetIOManager
 def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     spec = load_spec(spec_path)
     partitions = Partitions.from_spec(spec)
-    store = ArtifactStore(root=str(spec.storage_path()))
+    store = ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
     assets = [
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),

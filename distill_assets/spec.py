@@ -21,6 +21,7 @@ Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="lowercase
 
 SPEC_ENV = "DISTILL_SPEC"
 STORAGE_ENV = "DISTILL_STORAGE_ROOT"
+LOCAL_STORAGE_ENV = "DISTILL_LOCAL_ROOT"  # the local working folder when the storage root is an object-store URL
 
 
 class SpecError(ValueError):
@@ -261,7 +262,9 @@ class EvaluationSpec(_Strict):
 
 
 class Spec(_Strict):
-    storage_root: str = Field("artifacts", description=f"artifact root; ${STORAGE_ENV} overrides it")
+    storage_root: str = Field(
+        "artifacts", description=f"artifact root: a path or an object-store URL (s3://...); ${STORAGE_ENV} overrides it"
+    )
     tasks: list[TaskSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
@@ -329,7 +332,26 @@ class Spec(_Strict):
         return (self.base_dir / path).resolve()
 
     def storage_path(self) -> Path:
-        return self.resolve_path(os.environ.get(STORAGE_ENV) or self.storage_root)
+        """The local artifact folder: the root itself, or for an object-store root its local working copy."""
+        root = self.storage_location()
+        if is_url(root):
+            return Path(os.environ.get(LOCAL_STORAGE_ENV) or local_cache_for(root))
+        return Path(root)
+
+    def storage_location(self) -> str:
+        """The artifact root: a resolved local path, or an fsspec URL (s3://bucket/prefix, gs://..., memory://...)."""
+        root = os.environ.get(STORAGE_ENV) or self.storage_root
+        return root if is_url(root) else str(self.resolve_path(root.removeprefix("file://")))
+
+
+def is_url(root: str) -> bool:
+    """An fsspec URL (s3://, gs://, az://, memory://), not a local path; file:// counts as local."""
+    return "://" in root and not root.startswith("file://")
+
+
+def local_cache_for(url: str) -> Path:
+    """Where an object-store root keeps what needs a local file system (SQLite cache, checkpoints in training)."""
+    return Path.home() / ".cache" / "distill" / hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def _field_path(loc: tuple, data: dict) -> str:

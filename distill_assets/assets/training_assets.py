@@ -56,16 +56,19 @@ def build(spec: Spec, partitions: Partitions) -> list:
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.DataFrame
     ) -> dg.MaterializeResult:
         student = spec.student(context.partition_key)
-        out_dir = store.checkpoint_dir(student.name)
+        out_dir = store.checkpoint_dir(student.name, fetch=False)
         context.log.info(
             f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
         )
         if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
-            return train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
+            result = train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
+            store.publish_checkpoint(student.name)  # to the object store, when the root is one
+            return result
         metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(out_dir)),
+                "stored_at": dg.MetadataValue.path(store.publish_checkpoint(student.name)),
                 "parameters": metrics["parameters"],
                 "first_loss": metrics["first_loss"],
                 "final_loss": metrics["final_loss"],
