@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from distill_assets.demo.make_data import DATA_DIR
 from distill_assets.demo.tiny_models import build_tokenizer
@@ -67,14 +69,16 @@ def spec_for(batch: int, steps: int, tokenizer: str) -> Spec:
     )
 
 
-def run(nproc: int, batch: int, steps: int, frame_path: Path, work: Path) -> dict:
+def run(nproc: int, batch: int, steps: int, frame_path: Path, work: Path, threads: int | None = None) -> dict:
     spec_path = write_spec_json(spec_for(batch, steps, str(work / "tokenizer")), work / f"spec_{nproc}.json")
     out_dir = work / f"checkpoint_{nproc}"
     args = ["--spec", str(spec_path), "--student", "student_s", "--training-set", str(frame_path),
             "--out-dir", str(out_dir)]  # fmt: skip
     command = launch_command(LauncherSpec(kind="torchrun", nproc_per_node=nproc), "cpu", args)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, env=None)
+    # torchrun gives each of several processes one thread; a single process keeps torch's default unless told.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    done = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"{nproc} process(es) failed:\n{done.stderr[-3000:]}")
@@ -94,12 +98,14 @@ def main() -> None:
         demo_training_set(args.rows).write_parquet(frame_path)
         build_tokenizer().save_pretrained(work / "tokenizer")  # the demo teachers' character tokenizer
         one = run(1, args.batch, args.steps, frame_path, work)
+        one_thread = run(1, args.batch, args.steps, frame_path, work, threads=1)
         two = run(2, args.batch // 2, args.steps, frame_path, work)
     print(f"student_s on {args.rows} demo examples, {args.steps} steps, {args.batch} examples per step, CPU")
-    print("| processes | backend | wall s | train s | first loss | final loss |")
+    print(f"torch threads by default: {torch.get_num_threads()}")
+    print("| processes x threads | backend | wall s | train s | first loss | final loss |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for n, m in ((1, one), (2, two)):
-        print(f"| {n} | {m['backend']} | {m['wall_s']:.1f} | {m['train_seconds']:.1f} | "
+    for label, m in (("1 x default", one), ("1 x 1", one_thread), ("2 x 1", two)):
+        print(f"| {label} | {m['backend']} | {m['wall_s']:.1f} | {m['train_seconds']:.1f} | "
               f"{m['first_loss']:.4f} | {m['final_loss']:.4f} |")  # fmt: skip
     ratio, delta = two["wall_s"] / one["wall_s"], two["final_loss"] - one["final_loss"]
     print(f"2 processes / 1: wall {ratio:.2f}x, final loss {delta:+.4f}")
