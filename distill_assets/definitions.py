@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from distill_assets import k8s_deploy
 from distill_assets.assets import (
     curation_assets,
     data_assets,
@@ -33,6 +34,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=assets,
+        executor=k8s_deploy.executor(),  # DISTILL_EXECUTOR=k8s: one pod per step on Kubernetes
         asset_checks=quality_checks.build(spec, partitions),
         resources={
             "accelerator": Accelerator(),

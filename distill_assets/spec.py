@@ -156,6 +156,16 @@ Backend = Literal["transformers", "vllm", "openai"]
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+class TeacherPodSpec(_Strict):
+    """Generation in a Kubernetes pod of its own, through Dagster's PipesK8sClient (a GPU node per teacher)."""
+
+    image: str = Field(description="an image with this project installed (the code location's image)")
+    namespace: str | None = Field(None, description="defaults to the client's (the run pod's) namespace")
+    gpus: int = Field(1, ge=0, le=64, description="nvidia.com/gpu the pod requests")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="e.g. a GPU model label")
+    env_secrets: list[str] = Field(default_factory=list, description="secrets mounted as env (API keys, S3)")
+
+
 class TeacherSpec(_Strict):
     name: Name
     backend: Backend = Field("transformers", description="transformers (local), vllm (GPU) or openai (HTTP)")
@@ -169,6 +179,7 @@ class TeacherSpec(_Strict):
     concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(5, ge=0, le=100, description="retries of a failed request before it counts as failed")
+    k8s: TeacherPodSpec | None = Field(None, description="generate in its own Kubernetes pod (PipesK8sClient)")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> TeacherSpec:

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.curation import ACROSS_RULES, dedup_across, kept
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions, routed_keys
 from distill_assets.pipes_training import train_with_pipes
 from distill_assets.spec import Spec
@@ -51,6 +52,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
+        # on Kubernetes the step pod requests nvidia.com/gpu: one per torchrun process
+        op_tags=gpu_op_tags(max(s.launcher.nproc_per_node for s in spec.students)),
     )
     def student_checkpoint(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.DataFrame
