@@ -43,3 +43,6 @@ bench: setup  ## generation benchmarks: batched vs loop, HTTP concurrency, cache
 	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
 	$(PY) -m bench.cache_rerun
+	$(PY) -m bench.replica_scaling
+	$(PY) -m bench.ddp_training
+	$(PY) -m bench.storage_per_token
