@@ -65,13 +65,11 @@ def main() -> None:
     if args.serve:
         return serve(args.token_ms / 1000, args.slots)
 
+    # Each replica in a process of its own, so replicas do not share one interpreter lock.
+    command = [sys.executable, "-m", "bench.replica_scaling", "--serve", "--token-ms", str(args.token_ms),
+               "--slots", str(args.slots)]  # fmt: skip
     servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.replica_scaling", "--serve", "--token-ms", str(args.token_ms),
-             "--slots", str(args.slots)],
-            cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for _ in range(max(args.replicas))
+        subprocess.Popen(command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True) for _ in range(max(args.replicas))
     ]
     try:
         urls = [s.stdout.readline().strip() for s in servers]  # type: ignore[union-attr]

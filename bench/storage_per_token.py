@@ -24,10 +24,11 @@ from resources.backends import Completion, TeacherBackend, TokenLogprob
 from resources.cached_backend import CachedBackend
 from resources.generation_cache import GenerationCache
 
-WORDS = (
+TEXT = (
     "the answer is because we first convert each value into the target unit then multiply by ten and "
     "add result date month year reverse letters word total therefore step check final format output"
-).split()
+)
+WORDS = TEXT.split()
 
 
 class StandIn(TeacherBackend):
