@@ -8,8 +8,11 @@ entrypoint a PipesK8sClient pod would run is run here through PipesSubprocessCli
 import copy
 import inspect
 import json
+import sys
+from typing import ClassVar
 
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 from dagster_k8s import PipesK8sClient, k8s_job_executor
@@ -22,7 +25,7 @@ from distill_assets.k8s_deploy import VALUES_PATH, executor, gpu_op_tags, valida
 from distill_assets.pipes_generation import entrypoint_args, generate_in_pod, k8s_run_kwargs
 from distill_assets.spec import TeacherPodSpec, load_spec
 from resources.storage import ArtifactStore
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, shrunken_spec
 
 
 def values() -> dict:
@@ -132,3 +135,43 @@ def test_generation_entrypoint_through_pipes(spec_file, monkeypatch):
     assert frame.height == 12 and set(frame["teacher"]) == {"teacher_a"}
     assert metadata["completions"].value == 12 and metadata["generated_in"].value == "pipes"
     assert entrypoint_args(teacher, task, "x")[-2:] == ["--out", "x"]
+
+
+class LocalPodClient:
+    """Stands in for PipesK8sClient without a cluster: builds the pod as dagster-k8s would, runs its command here."""
+
+    pods: ClassVar[list] = []
+
+    def run(self, *, context, image, command, namespace, env, base_pod_spec):
+        self.pods.append(build_pod_body("p", image, command, env, None, base_pod_spec))
+        local = [sys.executable, *command[1:]]  # the pod's `python`, as this interpreter
+        return dg.PipesSubprocessClient().run(context=context, command=local, env=env)
+
+
+def test_generation_asset_takes_the_pipes_k8s_path(tmp_path, tiny_teacher, monkeypatch):
+    import dagster_k8s
+
+    data = shrunken_spec(tmp_path, tiny_teacher)
+    data["teachers"][0]["k8s"] = {"image": "registry.example.com/distill:0.1.0", "gpus": 2}
+    spec_path = tmp_path / "distill.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("DISTILL_SPEC", str(spec_path))
+    monkeypatch.setattr(dagster_k8s, "PipesK8sClient", LocalPodClient)
+    defs = build_definitions(spec_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for keys, partition in (
+            (["curated_inputs", "eval_set"], "units"),
+            (["synthetic_completions"], "units|teacher_a"),
+        ):
+            result = dg.materialize(
+                list(defs.assets), selection=[dg.AssetKey(k) for k in keys], partition_key=partition,
+                resources=dict(defs.resources), instance=instance,
+            )  # fmt: skip
+            assert result.success
+        event = instance.get_latest_materialization_event(dg.AssetKey("synthetic_completions"))
+    assert event.asset_materialization.metadata["generated_in"].value == "pipes"
+    assert LocalPodClient.pods[-1].spec.containers[0].resources.limits == {"nvidia.com/gpu": "2"}
+    frame = pl.read_parquet(
+        load_spec(spec_path).storage_path() / "frames/synthetic_completions/units__teacher_a.parquet"
+    )
+    assert frame.height == 12 and set(frame["teacher"]) == {"teacher_a"}

@@ -34,7 +34,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
     )
     def synthetic_completions(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, curated_inputs: pl.DataFrame
-    ) -> pl.DataFrame:
+    ) -> dg.Output[pl.DataFrame]:  # an Output: a step that used Dagster Pipes must not return a bare value
         """Answers come from the generation cache where it has them; only the rest reach the teacher."""
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
@@ -77,6 +77,6 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 ),
             }
         )
-        return frame
+        return dg.Output(frame)
 
     return [synthetic_completions]
