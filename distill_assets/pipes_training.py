@@ -36,7 +36,9 @@ def launch_command(launcher: LauncherSpec, device: str, entrypoint_args: list[st
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n,
                 *launcher.extra_args, *module]  # fmt: skip
     if launcher.kind == "accelerate":
-        hardware = ["--cpu"] if device == "cpu" else (["--multi_gpu"] if launcher.nproc_per_node > 1 else [])
+        # --multi_gpu is accelerate's torchrun-based multi-process launch, on CPUs too (gloo); its --cpu
+        # flag means one process, or MPI.
+        hardware = ["--multi_gpu"] if launcher.nproc_per_node > 1 else (["--cpu"] if device == "cpu" else [])
         return [sys.executable, "-m", "accelerate.commands.launch", *hardware, "--num_processes", n,
                 "--num_machines", "1", "--mixed_precision", "no", *launcher.extra_args, *module]  # fmt: skip
     raise ValueError(f"launcher.kind: {launcher.kind!r} does not run through Pipes")

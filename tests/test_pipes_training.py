@@ -70,8 +70,9 @@ def materialize_checkpoint(spec_path: Path) -> dg.MaterializeResult:
         return event.asset_materialization.metadata
 
 
-def test_two_process_gloo_training_through_pipes(tmp_path, tiny_teacher):
-    spec_path = pipes_spec(tmp_path, tiny_teacher, {"kind": "torchrun", "nproc_per_node": 2})
+@pytest.mark.parametrize("kind", ["torchrun", "accelerate"])
+def test_two_process_gloo_training_through_pipes(tmp_path, tiny_teacher, kind):
+    spec_path = pipes_spec(tmp_path, tiny_teacher, {"kind": kind, "nproc_per_node": 2})
     metadata = materialize_checkpoint(spec_path)
 
     assert metadata["world_size"].value == 2
@@ -89,7 +90,7 @@ def test_two_process_gloo_training_through_pipes(tmp_path, tiny_teacher):
     [
         ("torchrun", "cpu", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]),
         ("accelerate", "cuda", ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]),
-        ("accelerate", "cpu", ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "4"]),
+        ("accelerate", "cpu", ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]),
     ],
 )
 def test_launch_commands(kind, device, expected):
@@ -101,3 +102,8 @@ def test_launch_commands(kind, device, expected):
 
 def test_in_process_launcher_is_the_default(spec_file):
     assert all(s.launcher.kind == "in_process" for s in load_spec(spec_file).students)
+
+
+def test_one_process_accelerate_on_cpu_uses_its_cpu_flag():
+    command = launch_command(LauncherSpec(kind="accelerate", nproc_per_node=1), "cpu", [])
+    assert "--cpu" in command and "--multi_gpu" not in command
