@@ -8,6 +8,7 @@ import polars as pl
 from distill_assets.assets.progress import progress_logger
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions, routed_keys
 from distill_assets.report import build_report, data_section, to_markdown, write_report
 from distill_assets.spec import Spec
@@ -41,6 +42,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def teacher_evaluation(
         context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame
@@ -63,6 +65,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def student_evaluation(
         context: dg.AssetExecutionContext,
@@ -101,6 +104,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def model_efficiency(
         context: dg.AssetExecutionContext,
