@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -19,6 +20,11 @@ from distill_assets.partitions import Partitions
 from distill_assets.spec import default_spec_path, load_spec
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore, ParquetIOManager
+
+# Partitioned asset checks and the multi-to-single partition mapping are chosen on purpose;
+# their beta/preview notices would print on every load of the code location.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
