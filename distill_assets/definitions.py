@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -12,6 +13,7 @@ from distill_assets.assets import (
     evaluation_assets,
     generation_assets,
     quality_checks,
+    spec_assets,
     training_assets,
 )
 from distill_assets.partitions import Partitions
@@ -25,6 +27,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     partitions = Partitions.from_spec(spec)
     store = ArtifactStore(root=str(spec.storage_path()))
     assets = [
+        *spec_assets.build(spec, partitions, Path(spec_path)),
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
         *curation_assets.build(spec, partitions),
@@ -34,6 +37,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=quality_checks.build(spec, partitions),
+        sensors=spec_assets.build_sensors(spec, Path(spec_path)),
         resources={
             "accelerator": Accelerator(),
             "store": store,

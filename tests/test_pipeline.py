@@ -17,7 +17,7 @@ def test_project_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "curated_inputs", "eval_set", "synthetic_completions", "curated_completions", "training_set",
+        "teacher_spec", "curated_inputs", "eval_set", "synthetic_completions", "curated_completions", "training_set",
         "student_checkpoint", "teacher_evaluation", "student_evaluation", "model_efficiency", "distillation_report",
     }  # fmt: skip
 

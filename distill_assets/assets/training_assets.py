@@ -9,6 +9,7 @@ from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import train_student
 from distill_assets.training_set import export, merge_routed
+from distill_assets.versions import checkpoint_lineage, frame_version, teacher_versions_in
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
@@ -27,7 +28,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
     )
     def training_set(
         context: dg.AssetExecutionContext, store: ArtifactStore, curated_completions: dict[str, pl.DataFrame]
-    ) -> pl.DataFrame:
+    ) -> dg.Output[pl.DataFrame]:
         merged = merge_routed({key: kept(frame) for key, frame in curated_completions.items()}, spec)
         frame, dropped = dedup_across(merged, spec.quality)
         exported = export(frame, store.path("exports"))
@@ -39,9 +40,10 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "per_task": dg.MetadataValue.md(markdown_table(per_task)),
                 "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
                 "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),
+                "teacher_versions": dg.MetadataValue.json(teacher_versions_in(frame)),
             }
         )
-        return frame
+        return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
     @dg.asset(
         description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
@@ -60,15 +62,19 @@ def build(spec: Spec, partitions: Partitions) -> list:
             f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
         )
         metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
+        lineage = checkpoint_lineage(student.name, out_dir, training_set)
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(lineage["checkpoint_version"]),
             metadata={
+                "checkpoint_version": lineage["checkpoint_version"],
+                "training_set_version": lineage["training_set_version"],
                 "path": dg.MetadataValue.path(str(out_dir)),
                 "parameters": metrics["parameters"],
                 "first_loss": metrics["first_loss"],
                 "final_loss": metrics["final_loss"],
                 "train_seconds": metrics["train_seconds"],
                 "steps": metrics["steps"],
-            }
+            },
         )
 
     return [training_set, student_checkpoint]
