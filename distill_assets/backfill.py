@@ -86,6 +86,19 @@ def _reason(resolver: CachingStaleStatusResolver, key: dg.AssetKey, partition: s
     return None
 
 
+def _routing_changed(defs: dg.Definitions, instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """An unpartitioned asset whose set of upstream partitions shrank (a teacher or task removed):
+    Dagster sees no new upstream data then, so the asset records the partitions it read."""
+    event = instance.get_latest_materialization_event(key)
+    recorded = event.asset_materialization.metadata.get("routed_partitions") if event else None
+    if recorded is None:
+        return None
+    graph = defs.resolve_asset_graph()
+    parent = dg.AssetKey("curated_completions")
+    now = sorted(graph.get_parent_partition_keys_for_child(None, parent, key).partitions_subset.get_partition_keys())
+    return None if list(recorded.value) == now else f"stale: routed partitions changed from {recorded.value} to {now}"
+
+
 def plan_stale(defs: dg.Definitions, steps: Steps, instance: dg.DagsterInstance) -> StalePlan:
     """The steps of `steps` that are stale or missing, plus every step downstream of one of them."""
     graph = defs.resolve_asset_graph()
@@ -110,6 +123,8 @@ def plan_stale(defs: dg.Definitions, steps: Steps, instance: dg.DagsterInstance)
         for partition in partitions:
             keys = [dg.AssetKey(n) for n in names]
             why = next((r for k in keys if (r := _reason(resolver, k, partition))), None)
+            if not why and partition is None:
+                why = next((r for k in keys if (r := _routing_changed(defs, instance, k))), None)
             why = why or next((r for k in keys if (r := upstream_chosen(k, partition))), None)
             if why:
                 run.append(partition)
@@ -177,9 +192,9 @@ def backfill(defs: dg.Definitions, steps: Steps, instance: dg.DagsterInstance, e
         echo(line)
     if dry_run:
         return {"partitions": len(plan), "plan": plan}
-    before = {r.run_id for r in instance.get_run_records()}
+    before = {r.dagster_run.run_id for r in instance.get_run_records()}
     run_pipeline(defs, plan.steps, instance, echo=echo, observe=False)
-    runs = {r.run_id for r in instance.get_run_records()} - before
+    runs = {r.dagster_run.run_id for r in instance.get_run_records()} - before
     counts = generation_counts(instance, runs)
     sent = sum(c.get("requests_sent", 0) for c in counts.values())
     cached = sum(c.get("cached_hits", 0) for c in counts.values())

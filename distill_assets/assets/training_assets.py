@@ -41,6 +41,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
                 "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),
                 "teacher_versions": dg.MetadataValue.json(teacher_versions_in(frame)),
+                # Dagster's staleness does not notice a partition dropped from a mapping; the backfill reads this.
+                "routed_partitions": dg.MetadataValue.json(sorted(curated_completions)),
             }
         )
         return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
