@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import datasets
 import polars as pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from distill_assets.spec import Spec, StudentSpec
@@ -105,7 +107,8 @@ def train_student(
     cfg = student.training
     model, tokenizer = build_student_base(student, spec)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
+        shutil.rmtree(work_dir, ignore_errors=True)
     args = SFTConfig(
         output_dir=str(work_dir),
         max_steps=cfg.max_steps,
@@ -135,10 +138,13 @@ def train_student(
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
     trainer.save_model(str(work_dir))
+    if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
+        return {"final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss)}
     tokenizer.save_pretrained(str(work_dir))
     metrics = {
         "train_loss": float(result.training_loss),

@@ -9,6 +9,7 @@ from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.spec_assets import TEACHER_SPEC
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions, routed_keys
 from distill_assets.report import build_report, data_section, to_markdown, write_report
 from distill_assets.spec import Spec
@@ -16,6 +17,7 @@ from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
 from distill_assets.versions import report_lineage
 from resources.accelerator import Accelerator
+from resources.backends import build_backend
 from resources.storage import ArtifactStore
 from resources.transformers_backend import TransformersBackend
 
@@ -43,16 +45,14 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def teacher_evaluation(
         context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame
     ) -> pl.DataFrame:
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
-        backend = TransformersBackend.load(
-            spec.resolve(teacher.model), accelerator.torch_device(), accelerator.torch_dtype(),
-            batch_size=settings.batch_size, revision=teacher.revision,
-        )  # fmt: skip
+        backend = build_backend(teacher, spec, accelerator)  # the same engine that generates its data
         try:
             predictions = score_predictions(backend, eval_set, task, settings, teacher.name, "teacher")
         finally:
@@ -68,6 +68,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def student_evaluation(
         context: dg.AssetExecutionContext,
@@ -106,6 +107,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def model_efficiency(
         context: dg.AssetExecutionContext,
@@ -120,7 +122,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
             chat_prompt(p, spec.task(t).system_prompt)
             for t, p in mixed.head(settings.throughput_prompts).select("task", "prompt").iter_rows()
         ]
-        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers]
+        # A teacher served elsewhere (vLLM engine, HTTP endpoint) runs on other hardware: comparing it
+        # here would not be like for like, so only local transformers teachers are measured.
+        remote = [t.name for t in spec.teachers if t.backend != "transformers"]
+        if remote:
+            context.log.info(f"not measured here (served by another engine): {remote}")
+        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers if t.name not in remote]
         models += [(s.name, "student", str(store.checkpoint_dir(s.name))) for s in spec.students]
         rows = []
         for name, role, path in models:
