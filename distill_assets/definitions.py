@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
@@ -14,6 +15,7 @@ from distill_assets.assets import (
     evaluation_assets,
     generation_assets,
     quality_checks,
+    spec_assets,
     training_assets,
 )
 from distill_assets.partitions import Partitions
@@ -32,6 +34,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     partitions = Partitions.from_spec(spec)
     store = ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
     assets = [
+        *spec_assets.build(spec, partitions, Path(spec_path)),
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
         *curation_assets.build(spec, partitions),
@@ -42,6 +45,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
         assets=assets,
         executor=k8s_deploy.executor(),  # DISTILL_EXECUTOR=k8s: one pod per step on Kubernetes
         asset_checks=quality_checks.build(spec, partitions),
+        sensors=spec_assets.build_sensors(spec, Path(spec_path)),
         resources={
             "accelerator": Accelerator(),
             "store": store,

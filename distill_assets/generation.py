@@ -82,7 +82,7 @@ def generate_completions(
     """n completions per prompt (failed ones included, with their reason), with the lineage columns."""
     params = sampling_params(teacher, task)
     rows = [(i, s) for i in range(prompts.height) for s in range(params.n)]
-    chats = [chat_prompt(p, task.system_prompt) for p in prompts["prompt"]]
+    chats = [chat_prompt(teacher.render(p), task.system_prompt) for p in prompts["prompt"]]
     completions = backend.complete([Request(chats[i], s) for i, s in rows], params, progress)
     index = [i for i, _ in rows]
     return pl.DataFrame(

@@ -14,6 +14,7 @@ class Partitions:
     task: dg.StaticPartitionsDefinition
     teacher_task: dg.MultiPartitionsDefinition
     student: dg.StaticPartitionsDefinition
+    teacher: dg.StaticPartitionsDefinition | None = None  # teacher_spec's partitions
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Partitions:
@@ -26,6 +27,7 @@ class Partitions:
                 }
             ),
             student=dg.StaticPartitionsDefinition([s.name for s in spec.students]),
+            teacher=dg.StaticPartitionsDefinition([t.name for t in spec.teachers]),
         )
 
 

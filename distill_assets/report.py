@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from distill_assets.spec import Spec
+from distill_assets.versions import lineage_markdown
 
 
 def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | None) -> list[dict]:
@@ -166,6 +167,7 @@ def to_markdown(report: dict) -> str:
             f"(lowest task: {_fmt(e['retention_min'], '.1%')})"
         )
     lines += _data_markdown(report.get("data") or [])
+    lines += lineage_markdown(report.get("lineage"))
     return "\n".join(lines) + "\n"
 
 

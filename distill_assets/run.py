@@ -54,8 +54,12 @@ def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str],
 
 
 def run_pipeline(
-    defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print, log_level: str = "INFO"
+    defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print, log_level: str = "INFO", observe=True
 ) -> None:
+    if observe:  # teacher versions first: each materialization records the ones it was built from
+        from distill_assets.backfill import observe_teachers
+
+        observe_teachers(defs, instance)
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # checks run with the assets they guard
     resources = dict(defs.resources or {})
     # The run log keeps every event; the console shows the assets' own progress lines.

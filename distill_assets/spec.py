@@ -172,6 +172,9 @@ class TeacherSpec(_Strict):
     model: str = Field(description="a local Hugging Face directory or a hub id; for openai, the served model name")
     revision: str | None = None
     tasks: list[Name] = Field(min_length=1, description="tasks routed to this teacher")
+    prompt_template: str | None = Field(
+        None, description="how this teacher sees each prompt, with {prompt} in it, e.g. 'Q: {prompt}\\nA:'"
+    )
     generation: GenerationSpec = GenerationSpec()
     # OpenAI-compatible endpoints (backend: openai) only:
     base_urls: list[str] = Field(default_factory=list, description="replicas, e.g. http://host:8000/v1")
@@ -180,6 +183,16 @@ class TeacherSpec(_Strict):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(5, ge=0, le=100, description="retries of a failed request before it counts as failed")
     k8s: TeacherPodSpec | None = Field(None, description="generate in its own Kubernetes pod (PipesK8sClient)")
+
+    @model_validator(mode="after")
+    def _template_has_prompt(self) -> TeacherSpec:
+        if self.prompt_template is not None and "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template: must contain {prompt}, where each prompt goes")
+        return self
+
+    def render(self, prompt: str) -> str:
+        """The prompt as this teacher sees it (its prompt_template applied)."""
+        return self.prompt_template.replace("{prompt}", prompt) if self.prompt_template else prompt
 
     @model_validator(mode="after")
     def _backend_fields(self) -> TeacherSpec:
@@ -199,6 +212,8 @@ class TeacherSpec(_Strict):
         """A hash of everything that changes what this teacher generates."""
         payload = self.model_dump(include={"backend", "model", "revision", "generation"})
         payload["generation"].pop("batch_size")  # batching does not change greedy outputs
+        if self.prompt_template is not None:  # absent when unset, so existing versions stay the same
+            payload["prompt_template"] = self.prompt_template
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def identity(self) -> str:

@@ -4,11 +4,13 @@ import json
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from transformers import AutoModelForCausalLM
 
 from distill_assets.definitions import build_definitions
 from distill_assets.run import plan, run_pipeline
 from distill_assets.spec import load_spec
+from distill_assets.versions import checkpoint_version, frame_version
 from tests.conftest import PROJECT_DIR
 
 
@@ -17,7 +19,7 @@ def test_project_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "curated_inputs", "eval_set", "synthetic_completions", "curated_completions", "training_set",
+        "teacher_spec", "curated_inputs", "eval_set", "synthetic_completions", "curated_completions", "training_set",
         "student_checkpoint", "teacher_evaluation", "student_evaluation", "model_efficiency", "distillation_report",
     }  # fmt: skip
 
@@ -32,6 +34,13 @@ def test_whole_graph_on_shrunken_demo(spec_file):
             key.to_user_string()
             for key in instance.get_asset_keys()
             if instance.get_latest_materialization_event(key) is not None
+        }
+        versions = {  # (asset, partition) -> the data version and metadata of its latest materialization
+            (name, m.partition): (m.tags[DATA_VERSION_TAG], {k: v.value for k, v in m.metadata.items()})
+            for name in ("training_set", "student_checkpoint")
+            for m in (
+                r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey(name), limit=10).records
+            )
         }
     assert "distillation_report" in materialized and "student_checkpoint" in materialized
     assert len(lines) == 3 + 3 + 3 + 1 + 2 + 6 + 2 + 1 + 1
@@ -71,3 +80,14 @@ def test_whole_graph_on_shrunken_demo(spec_file):
     for d in data.values():
         assert d["generated"] == d["kept"] + sum(d["dropped"].values())  # nothing dropped without a count
     assert "## Data" in (root / "report/report.md").read_text()
+
+    # Lineage: training set -> checkpoint metadata -> report.
+    training_version = versions[("training_set", None)][0]
+    assert training_version == frame_version(training)
+    assert report["lineage"]["training_set_version"] == training_version
+    for student in ("student_m", "student_s"):
+        version, meta = versions[("student_checkpoint", student)]
+        assert meta["training_set_version"] == training_version
+        assert meta["checkpoint_version"] == version == checkpoint_version(root / "checkpoints" / student)
+        assert report["lineage"]["checkpoints"][student]["checkpoint_version"] == version
+    assert f"`{versions[('student_checkpoint', 'student_m')][0]}`" in (root / "report/report.md").read_text()

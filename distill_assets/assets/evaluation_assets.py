@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import progress_logger
+from distill_assets.assets.spec_assets import TEACHER_SPEC
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
@@ -14,6 +15,7 @@ from distill_assets.report import build_report, data_section, to_markdown, write
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
+from distill_assets.versions import report_lineage
 from resources.accelerator import Accelerator
 from resources.backends import build_backend
 from resources.storage import ArtifactStore
@@ -39,6 +41,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
             )
         },
+        deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
@@ -167,6 +170,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
         data = data_section(curated_completions, training_set)
         report = build_report(spec, task_scores(predictions), efficiency, hardware, data)
+        report["lineage"] = report_lineage(store.path("checkpoints"), list(student_evaluation), training_set)
         md_path, json_path = write_report(report, store.path("report"))
         context.log.info(f"report written to {md_path}")
         return dg.MaterializeResult(
@@ -175,6 +179,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "report_md": dg.MetadataValue.path(str(md_path)),
                 "report_json": dg.MetadataValue.path(str(json_path)),
                 "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
+                "lineage": dg.MetadataValue.json(report["lineage"]),
             }
         )
 

@@ -4,12 +4,14 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import generation_logger
+from distill_assets.assets.spec_assets import TEACHER_SPEC
 from distill_assets.generation import generate_completions, teacher_identity
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
 from distill_assets.pipes_generation import generate_in_pod
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
+from distill_assets.versions import frame_version
 from resources.accelerator import Accelerator
 from resources.backends import build_backend
 from resources.cached_backend import CachedBackend
@@ -26,6 +28,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
             )
         },
+        # The teacher's spec version: editing one teacher makes only its partitions stale.
+        deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
         group_name="generation",
         kinds={"pytorch", "huggingface", "polars"},
         pool="gpu",
@@ -77,6 +81,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 ),
             }
         )
-        return dg.Output(frame)
+        # The content is the data version: a regeneration that gives the same completions leaves
+        # everything downstream fresh.
+        return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
     return [synthetic_completions]

@@ -11,6 +11,7 @@ from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import train_student
 from distill_assets.training_set import export, merge_routed
+from distill_assets.versions import checkpoint_lineage, frame_version, teacher_versions_in
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
@@ -29,7 +30,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
     )
     def training_set(
         context: dg.AssetExecutionContext, store: ArtifactStore, curated_completions: dict[str, pl.DataFrame]
-    ) -> pl.DataFrame:
+    ) -> dg.Output[pl.DataFrame]:
         merged = merge_routed({key: kept(frame) for key, frame in curated_completions.items()}, spec)
         frame, dropped = dedup_across(merged, spec.quality)
         exported = export(frame, store.path("exports"))
@@ -41,9 +42,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "per_task": dg.MetadataValue.md(markdown_table(per_task)),
                 "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
                 "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),
+                "teacher_versions": dg.MetadataValue.json(teacher_versions_in(frame)),
+                # Dagster's staleness does not notice a partition dropped from a mapping; the backfill reads this.
+                "routed_partitions": dg.MetadataValue.json(sorted(curated_completions)),
             }
         )
-        return frame
+        return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
     @dg.asset(
         description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
@@ -68,8 +72,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
             store.publish_checkpoint(student.name)  # to the object store, when the root is one
             return result
         metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
+        lineage = checkpoint_lineage(student.name, out_dir, training_set)
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(lineage["checkpoint_version"]),
             metadata={
+                "checkpoint_version": lineage["checkpoint_version"],
+                "training_set_version": lineage["training_set_version"],
                 "path": dg.MetadataValue.path(str(out_dir)),
                 "stored_at": dg.MetadataValue.path(store.publish_checkpoint(student.name)),
                 "parameters": metrics["parameters"],
@@ -77,7 +85,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "final_loss": metrics["final_loss"],
                 "train_seconds": metrics["train_seconds"],
                 "steps": metrics["steps"],
-            }
+            },
         )
 
     return [training_set, student_checkpoint]

@@ -1,0 +1,128 @@
+"""Versions: short content hashes that name what a teacher, a frame or a checkpoint is.
+
+They become Dagster data versions, so staleness follows the content: a teacher whose
+spec changed makes its partitions stale, and a rerun that produces the same frame
+leaves everything downstream fresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+
+from distill_assets.generation import teacher_identity
+from distill_assets.spec import Spec, TeacherSpec
+
+
+def _short(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def teacher_data_version(teacher: TeacherSpec, spec: Spec) -> str:
+    """The teacher's spec version, plus its checkpoint's files when the model is a local directory.
+
+    The spec version (`TeacherSpec.version()`, the training set's `teacher_version` column)
+    covers backend, model, revision, prompt template and sampling; the files fingerprint
+    catches a checkpoint retrained in place, the same way the generation cache does.
+    """
+    return _short(f"{teacher.version()}|{teacher_identity(teacher, spec)}".encode())
+
+
+def teacher_versions(spec: Spec) -> dict[str, str]:
+    """teacher name -> data version, for every teacher in the spec."""
+    return {t.name: teacher_data_version(t, spec) for t in spec.teachers}
+
+
+def frame_version(frame: pl.DataFrame) -> str:
+    """A hash of a frame's schema and rows, in order; equal frames give equal versions.
+
+    Through NDJSON rather than `hash_rows`, whose values are not stable across polars versions.
+    """
+    digest = hashlib.sha256(json.dumps([[n, str(t)] for n, t in frame.schema.items()]).encode())
+    digest.update(frame.write_ndjson().encode())
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_version(path: Path) -> str:
+    """A hash of a checkpoint directory's file names and contents."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def lineage_path(checkpoints_dir: Path, student: str) -> Path:
+    """Next to (not inside) the checkpoint, so writing it does not change the checkpoint's version."""
+    return Path(checkpoints_dir) / f"{student}.lineage.json"
+
+
+def write_lineage(checkpoints_dir: Path, student: str, lineage: dict) -> Path:
+    path = lineage_path(checkpoints_dir, student)
+    path.write_text(json.dumps(lineage, indent=2) + "\n")
+    return path
+
+
+def read_lineage(checkpoints_dir: Path, student: str) -> dict | None:
+    path = lineage_path(checkpoints_dir, student)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def lineage_markdown(lineage: dict | None) -> list[str]:
+    """The report's lineage section: which checkpoints it evaluated, trained on which training set."""
+    if not lineage:
+        return []
+    lines = [
+        "",
+        "## Lineage",
+        "",
+        f"Training set version: `{lineage['training_set_version']}`",
+        "",
+        "| student | checkpoint version | trained on training set | current |",
+        "|---|---|---|---|",
+    ]
+    for name, c in lineage["checkpoints"].items():
+        current = "yes" if c.get("training_set_version") == lineage["training_set_version"] else "**no (stale)**"
+        lines.append(f"| {name} | `{c.get('checkpoint_version')}` | `{c.get('training_set_version')}` | {current} |")
+    teachers = lineage.get("teachers") or {}
+    if teachers:
+        listed = ", ".join(f"{t} `{'`, `'.join(v)}`" for t, v in teachers.items())
+        lines += ["", f"Teacher versions in the training set: {listed}"]
+    return lines
+
+
+def teacher_versions_in(frame: pl.DataFrame) -> dict[str, list[str]]:
+    """teacher -> the teacher versions its rows in a training set came from."""
+    if frame.is_empty():
+        return {}
+    pairs = frame.select("teacher", "teacher_version").unique().sort("teacher", "teacher_version")
+    out: dict[str, list[str]] = {}
+    for teacher, version in pairs.iter_rows():
+        out.setdefault(teacher, []).append(version)
+    return out
+
+
+def checkpoint_lineage(student: str, checkpoint_dir: Path, training_set: pl.DataFrame) -> dict:
+    """What a freshly trained checkpoint is and what it was trained on; written next to it."""
+    lineage = {
+        "student": student,
+        "checkpoint_version": checkpoint_version(checkpoint_dir),
+        "training_set_version": frame_version(training_set),
+        "teacher_versions": teacher_versions_in(training_set),
+    }
+    write_lineage(Path(checkpoint_dir).parent, student, lineage)
+    return lineage
+
+
+def report_lineage(checkpoints_dir: Path, students: list[str], training_set: pl.DataFrame) -> dict:
+    """The checkpoint versions a report evaluated and the training set each was trained on."""
+    return {
+        "training_set_version": frame_version(training_set),
+        "teachers": teacher_versions_in(training_set),
+        "checkpoints": {s: read_lineage(checkpoints_dir, s) or {} for s in sorted(students)},
+    }
