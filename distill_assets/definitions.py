@@ -12,6 +12,7 @@ from distill_assets.assets import (
     evaluation_assets,
     generation_assets,
     quality_checks,
+    routing_assets,
     training_assets,
 )
 from distill_assets.partitions import Partitions
@@ -28,6 +29,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
         *curation_assets.build(spec, partitions),
+        *routing_assets.build(spec, partitions),
         *training_assets.build(spec, partitions),
         *evaluation_assets.build(spec, partitions),
     ]

@@ -192,6 +192,11 @@ def train_student(
         "peak_memory_mb": round(peak / 2**20, 1),
         "steps": cfg.max_steps,
         "examples": training_set.height,
+        "teachers": (
+            [spec.on_policy_teacher(student).name]
+            if student.method == "on_policy"
+            else sorted(set(training_set["teacher"]))
+        ),
         "parameters": sum(p.numel() for p in trained.parameters()),
         "loss_history": callback.history,
     }
