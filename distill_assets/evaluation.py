@@ -20,7 +20,7 @@ import torch
 from distill_assets.generation import chat_prompt
 from distill_assets.metrics import METRICS
 from distill_assets.spec import EvaluationSpec, TaskSpec
-from resources.backends import Messages, Progress, SamplingParams
+from resources.backends import Messages, Progress, SamplingParams, TeacherBackend
 from resources.transformers_backend import TransformersBackend
 
 PREDICTION_SCHEMA = {
@@ -35,7 +35,7 @@ PREDICTION_SCHEMA = {
 
 
 def score_predictions(
-    backend: TransformersBackend,
+    backend: TeacherBackend,
     eval_set: pl.DataFrame,
     task: TaskSpec,
     settings: EvaluationSpec,

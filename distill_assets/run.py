@@ -122,9 +122,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["DISTILL_SPEC"] = str(args.spec.resolve())
     home = instance_home()
+    import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     from distill_assets.definitions import build_definitions
 
     try:

@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     TrainerCallback,
 )
+from transformers.trainer_callback import PrinterCallback
 
 from distill_assets.spec import Spec, StudentSpec
 
@@ -169,6 +170,7 @@ def train_student(
         student, spec, model, tokenizer, training_set, args, [callback], lora_config(student), routing
     )
     trainer = BUILDERS[student.method](context)
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.time()

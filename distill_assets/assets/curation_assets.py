@@ -9,7 +9,7 @@ from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.verifiers import get_verifier
 from resources.accelerator import Accelerator
-from resources.transformers_backend import TransformersBackend
+from resources.backends import build_backend
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
@@ -40,10 +40,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         backend = judge = None
         if task.judge:
             judge_teacher = spec.teacher(task.judge.teacher)
-            backend = TransformersBackend.load(
-                spec.resolve(judge_teacher.model), accelerator.torch_device(), accelerator.torch_dtype(),
-                batch_size=judge_teacher.generation.batch_size, revision=judge_teacher.revision,
-            )  # fmt: skip
+            backend = build_backend(judge_teacher, spec, accelerator)
 
             def judge(prompts, completions):
                 return judge_scores(backend, prompts, completions, task.judge)

@@ -16,6 +16,7 @@ from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
 from resources.accelerator import Accelerator
+from resources.backends import build_backend
 from resources.storage import ArtifactStore
 from resources.transformers_backend import TransformersBackend
 
@@ -49,10 +50,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
     ) -> pl.DataFrame:
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
-        backend = TransformersBackend.load(
-            spec.resolve(teacher.model), accelerator.torch_device(), accelerator.torch_dtype(),
-            batch_size=settings.batch_size, revision=teacher.revision,
-        )  # fmt: skip
+        backend = build_backend(teacher, spec, accelerator)  # the same engine that generates its data
         try:
             predictions = score_predictions(backend, eval_set, task, settings, teacher.name, "teacher")
             if dev_set.height:
@@ -123,7 +121,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
             chat_prompt(p, spec.task(t).system_prompt)
             for t, p in mixed.head(settings.throughput_prompts).select("task", "prompt").iter_rows()
         ]
-        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers]
+        # A teacher served elsewhere (vLLM engine, HTTP endpoint) runs on other hardware: comparing it
+        # here would not be like for like, so only local transformers teachers are measured.
+        remote = [t.name for t in spec.teachers if t.backend != "transformers"]
+        if remote:
+            context.log.info(f"not measured here (served by another engine): {remote}")
+        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers if t.name not in remote]
         models += [(s.name, "student", str(store.checkpoint_dir(s.name))) for s in spec.students]
         rows = []
         for name, role, path in models:
