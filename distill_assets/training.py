@@ -124,6 +124,21 @@ def lora_config(student: StudentSpec) -> LoraConfig | None:
     )
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS, so the RSS peak measured next is this training's, not an earlier run's.
+
+    Students train one after another in one process; without this, memory freed by the
+    previous one is reused silently and the next student's peak looks smaller than it is.
+    """
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the figure is then a lower bound
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def train_student(
     student: StudentSpec,
     spec: Spec,
@@ -173,6 +188,7 @@ def train_student(
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    _release_freed_memory()
     started = time.time()
     with _PeakRss() as rss:
         result = trainer.train()
