@@ -143,6 +143,8 @@ def main() -> None:
     report = json.loads((report_dir / "report.json").read_text())
     print(f"\ndistill: finished in {time.time() - started:.0f}s")
     print(f"report: {report_dir / 'report.md'}\n        {report_dir / 'report.json'}")
+    print(f"        {report_dir / 'quality_vs_latency.png'}")
+    print("routing: " + ", ".join(f"{task} -> {teacher}" for task, teacher in sorted(report["routing"].items())))
     for name, model in report["models"].items():
         if model["role"] != "student":
             continue
@@ -152,6 +154,9 @@ def main() -> None:
             f"(lowest task {model['retention_min']:.1%}), {fastest['parameter_ratio']:.1%} of the parameters, "
             f"{fastest['latency_speedup']:.1f}x lower latency"
         )
+    for row in report.get("multi_teacher", []):
+        versus = ", ".join(f"{t} {v:.3f}" for t, v in row["teacher_means"].items() if v is not None)
+        print(f"  {row['student']} (from {', '.join(row['teachers'])}): mean {row['student_mean']:.3f} vs {versus}")
 
 
 if __name__ == "__main__":
