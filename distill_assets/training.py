@@ -109,6 +109,7 @@ class TrainerContext:
     callbacks: list
     peft_config: LoraConfig | None
     routing: dict[str, str]  # task -> teacher whose completions the training set holds
+    log: Log = print
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
@@ -182,7 +183,7 @@ def train_student(
     )
     callback = _LogCallback(log, cfg.max_steps)
     context = TrainerContext(
-        student, spec, model, tokenizer, training_set, args, [callback], lora_config(student), routing
+        student, spec, model, tokenizer, training_set, args, [callback], lora_config(student), routing, log
     )
     trainer = BUILDERS[student.method](context)
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead

@@ -129,26 +129,35 @@ class OfflineLogitsTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def check_alignment(dataset: datasets.Dataset, tokenizer, sample: int = 200) -> None:
-    """The stored steps must follow the completion's tokens: a teacher's greedy token is its top-1."""
-    checked = agree = 0
-    for row in dataset.select(range(min(sample, len(dataset)))):
-        tokens = tokenizer(row["completion"][0]["content"], add_special_tokens=False)["input_ids"]
-        for token, step in zip(tokens, row["teacher_token_ids"]):
-            checked += 1
-            agree += token in step
-    if checked and agree / checked < 0.5:
+def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
+    """Keep the teacher steps of rows whose completion re-tokenizes to as many tokens as the teacher generated.
+
+    The teacher generated one step per token, plus one for its end token when it stopped.
+    A row whose completion the student's tokenizer splits differently (a non-canonical
+    tokenization) keeps its cross-entropy but loses its KL term; when most rows disagree the
+    vocabularies differ, and that is an error.
+    """
+    texts = [row[0]["content"] for row in dataset["completion"]]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    ok = [len(steps) in (n, n + 1) for steps, n in zip(dataset["teacher_token_ids"], lengths)]
+    if ok and sum(ok) / len(ok) < 0.5:
         raise VocabularyMismatch(
-            f"only {agree}/{checked} completion tokens are among the teacher's stored top-k at their step: the "
+            f"only {sum(ok)}/{len(ok)} completions have as many student tokens as the teacher generated: the "
             "teacher's tokens do not line up with the student's tokenization (different vocabularies)"
         )
+    if not all(ok):
+        log(f"offline_logits: {len(ok) - sum(ok)} of {len(ok)} rows tokenize differently; they train on CE only")
+        keep = dict(enumerate(ok))
+        dataset = dataset.map(
+            lambda row, i: {} if keep[i] else {"teacher_token_ids": [], "teacher_logprobs": []}, with_indices=True
+        )
+    return dataset
 
 
 def build_trainer(ctx) -> OfflineLogitsTrainer:
     settings = ctx.student.method_settings()
     check_vocabulary(ctx.training_set, ctx.tokenizer)
-    dataset = to_dataset(ctx.training_set)
-    check_alignment(dataset, ctx.tokenizer)
+    dataset = align(to_dataset(ctx.training_set), ctx.tokenizer, ctx.log)
     args = sft_config({**ctx.args, "remove_unused_columns": False}, ctx.tokenizer)
     return OfflineLogitsTrainer(
         model=ctx.model,

@@ -20,11 +20,15 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) ->
         )
 
 
-def prompts_for(training_set: pl.DataFrame, tasks: list[str]) -> datasets.Dataset:
-    """One row per distinct prompt of the teacher's tasks; the student writes its own completions."""
+def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> datasets.Dataset:
+    """One row per distinct prompt of the tasks routed to the teacher; the student writes its own completions."""
+    tasks = sorted(task for task, name in routing.items() if name == teacher)
     frame = training_set.filter(pl.col("task").is_in(tasks)).unique("prompt_id", keep="first", maintain_order=True)
     if frame.height == 0:
-        raise ValueError(f"on_policy: the training set has no prompts of the teacher's tasks {tasks}")
+        raise ValueError(
+            f"on_policy: no task is routed to teacher {teacher!r} (routing: {routing}); name a routed teacher "
+            "in the student's on_policy.teacher"
+        )
     return datasets.Dataset.from_dict({"prompt": [m[:-1] for m in frame["messages"].to_list()]})
 
 
@@ -34,7 +38,6 @@ def build_trainer(ctx) -> DistillationTrainer:
     path = ctx.spec.resolve(teacher.model)
     check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=teacher.revision), teacher.name)
     teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=teacher.revision, dtype=ctx.model.dtype)
-    tasks = sorted(task for task, name in ctx.routing.items() if name == teacher.name)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge
     args = DistillationConfig(
         **{k: v for k, v in ctx.args.items() if k != "max_length"},
@@ -46,7 +49,7 @@ def build_trainer(ctx) -> DistillationTrainer:
         model=ctx.model,
         teacher_model=teacher_model,
         args=args,
-        train_dataset=prompts_for(ctx.training_set, tasks),
+        train_dataset=prompts_for(ctx.training_set, teacher.name, ctx.routing),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
         peft_config=ctx.peft_config,
