@@ -10,10 +10,14 @@ setup: $(VENV)/.installed
 
 # torch first, pinned: pip then takes the CPU wheel on a CPU machine instead of
 # resolving an unpinned `torch` to a multi-GB CUDA build.
+# dagster-k8s and dagster-postgres 0.29.28 (the match of dagster 1.13.28) are not on PyPI yet and
+# 0.29.27 pins dagster==1.13.27 exactly, so they go in without their pins; their own
+# dependencies come from the [deploy] extra.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[deploy]' && $(PY) -m pip install -q --no-deps dagster-k8s==0.29.27 dagster-postgres==0.29.27
 	mkdir -p $(DAGSTER_HOME) && ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	touch $@
 
@@ -39,3 +43,6 @@ bench: setup  ## generation benchmarks: batched vs loop, HTTP concurrency, cache
 	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
 	$(PY) -m bench.cache_rerun
+	$(PY) -m bench.replica_scaling
+	$(PY) -m bench.ddp_training
+	$(PY) -m bench.storage_per_token

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from distill_assets import k8s_deploy
 from distill_assets.assets import (
     curation_assets,
     data_assets,
@@ -24,7 +25,7 @@ from resources.storage import ArtifactStore, ParquetIOManager
 def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     spec = load_spec(spec_path)
     partitions = Partitions.from_spec(spec)
-    store = ArtifactStore(root=str(spec.storage_path()))
+    store = ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
     assets = [
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
@@ -35,6 +36,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=assets,
+        executor=k8s_deploy.executor(),  # DISTILL_EXECUTOR=k8s: one pod per step on Kubernetes
         asset_checks=quality_checks.build(spec, partitions),
         resources={
             "accelerator": Accelerator(),

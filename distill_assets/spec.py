@@ -21,6 +21,7 @@ Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="lowercase
 
 SPEC_ENV = "DISTILL_SPEC"
 STORAGE_ENV = "DISTILL_STORAGE_ROOT"
+LOCAL_STORAGE_ENV = "DISTILL_LOCAL_ROOT"  # the local working folder when the storage root is an object-store URL
 
 
 class SpecError(ValueError):
@@ -161,6 +162,16 @@ Backend = Literal["transformers", "vllm", "openai"]
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+class TeacherPodSpec(_Strict):
+    """Generation in a Kubernetes pod of its own, through Dagster's PipesK8sClient (a GPU node per teacher)."""
+
+    image: str = Field(description="an image with this project installed (the code location's image)")
+    namespace: str | None = Field(None, description="defaults to the client's (the run pod's) namespace")
+    gpus: int = Field(1, ge=0, le=64, description="nvidia.com/gpu the pod requests")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="e.g. a GPU model label")
+    env_secrets: list[str] = Field(default_factory=list, description="secrets mounted as env (API keys, S3)")
+
+
 class TeacherSpec(_Strict):
     name: Name
     backend: Backend = Field("transformers", description="transformers (local), vllm (GPU) or openai (HTTP)")
@@ -177,6 +188,7 @@ class TeacherSpec(_Strict):
     concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(5, ge=0, le=100, description="retries of a failed request before it counts as failed")
+    k8s: TeacherPodSpec | None = Field(None, description="generate in its own Kubernetes pod (PipesK8sClient)")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> TeacherSpec:
@@ -283,6 +295,16 @@ METHODS = {"sft": SftMethod, "on_policy": OnPolicyMethod, "offline_logits": Offl
 Method = Literal["sft", "on_policy", "offline_logits"]
 
 
+class LauncherSpec(_Strict):
+    """How student training runs: in the Dagster step, or as a data-parallel job through Dagster Pipes."""
+
+    kind: Literal["in_process", "torchrun", "accelerate"] = Field(
+        "in_process", description="in_process, or an external `torchrun` / `accelerate launch` job (Dagster Pipes)"
+    )
+    nproc_per_node: int = Field(1, ge=1, le=64, description="processes on this node: one per GPU (gloo on CPU)")
+    extra_args: list[str] = Field(default_factory=list, description="passed to the launcher before the module")
+
+
 class StudentSpec(_Strict):
     name: Name
     base: StudentBase
@@ -292,6 +314,7 @@ class StudentSpec(_Strict):
     offline_logits: OfflineLogitsMethod | None = Field(None, description="settings of method offline_logits")
     lora: LoraSpec | None = Field(None, description="train LoRA adapters (PEFT) instead of every weight")
     training: TrainingSpec = TrainingSpec()
+    launcher: LauncherSpec = LauncherSpec()
 
     @model_validator(mode="after")
     def _one_method_block(self) -> StudentSpec:
@@ -317,7 +340,12 @@ class EvaluationSpec(_Strict):
 
 
 class Spec(_Strict):
-    storage_root: str = Field("artifacts", description=f"artifact root; ${STORAGE_ENV} overrides it")
+    # `routing` is the spec's key for routing_mode; by name too, for a spec dumped and validated again
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    storage_root: str = Field(
+        "artifacts", description=f"artifact root: a path or an object-store URL (s3://...); ${STORAGE_ENV} overrides it"
+    )
     tasks: list[TaskSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
@@ -441,7 +469,26 @@ class Spec(_Strict):
         return (self.base_dir / path).resolve()
 
     def storage_path(self) -> Path:
-        return self.resolve_path(os.environ.get(STORAGE_ENV) or self.storage_root)
+        """The local artifact folder: the root itself, or for an object-store root its local working copy."""
+        root = self.storage_location()
+        if is_url(root):
+            return Path(os.environ.get(LOCAL_STORAGE_ENV) or local_cache_for(root))
+        return Path(root)
+
+    def storage_location(self) -> str:
+        """The artifact root: a resolved local path, or an fsspec URL (s3://bucket/prefix, gs://..., memory://...)."""
+        root = os.environ.get(STORAGE_ENV) or self.storage_root
+        return root if is_url(root) else str(self.resolve_path(root.removeprefix("file://")))
+
+
+def is_url(root: str) -> bool:
+    """An fsspec URL (s3://, gs://, az://, memory://), not a local path; file:// counts as local."""
+    return "://" in root and not root.startswith("file://")
+
+
+def local_cache_for(url: str) -> Path:
+    """Where an object-store root keeps what needs a local file system (SQLite cache, checkpoints in training)."""
+    return Path.home() / ".cache" / "distill" / hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def _field_path(loc: tuple, data: dict) -> str:

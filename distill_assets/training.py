@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -158,10 +159,12 @@ def train_student(
     from distill_assets.methods import BUILDERS
 
     cfg = student.training
-    routing = routing or spec.routing()
+    # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
+    routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
     model, tokenizer = build_student_base(student, spec)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
+        shutil.rmtree(work_dir, ignore_errors=True)
     args = dict(
         output_dir=str(work_dir),
         max_steps=cfg.max_steps,
@@ -195,6 +198,8 @@ def train_student(
         result = trainer.train()
     seconds = time.time() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
+    if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
+        return {"final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss)}
     trained = trainer.model
     if student.lora is not None:
         trained = trained.merge_and_unload()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
+from upath import UPath
 
 
 def _safe(partition_key: str) -> str:
@@ -16,23 +18,68 @@ def _safe(partition_key: str) -> str:
 
 
 class ArtifactStore(dg.ConfigurableResource):
-    """The artifact root: parquet frames, checkpoints, exports and reports sit under it."""
+    """The artifact root: parquet frames, checkpoints, exports and reports sit under it.
 
-    root: str = Field(description="absolute path of the storage root")
+    The root is a local folder, or an object-store URL that fsspec knows (s3://bucket/prefix,
+    gs://, az://, memory:// in tests) through universal-pathlib. With a URL root, frames go to
+    the store directly; what needs a local file system (the SQLite generation cache, a
+    checkpoint while it is written, exports, the report) goes under `local_root`, and a
+    finished checkpoint is published to the store, where another machine's step fetches it.
+    """
+
+    root: str = Field(description="absolute path of the storage root, or an object-store URL")
+    local_root: str | None = Field(None, description="the local working folder when root is a URL")
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.root and not self.root.startswith("file://")
+
+    def url(self, *parts: str) -> Path | UPath:
+        """Where an artifact lives in the store: a Path for a local root, a UPath for a URL."""
+        if not self.is_remote:
+            return self.path(*parts)
+        return UPath(self.root).joinpath(*parts)
 
     def path(self, *parts: str) -> Path:
-        return Path(self.root).joinpath(*parts)
+        """A local file-system path: under the root, or under local_root when the root is a URL."""
+        if self.is_remote:
+            if not self.local_root:
+                raise ValueError(f"ArtifactStore: root {self.root!r} is a URL; set local_root to a local folder")
+            return Path(self.local_root).joinpath(*parts)
+        return Path(self.root.removeprefix("file://")).joinpath(*parts)
 
-    def checkpoint_dir(self, student: str) -> Path:
-        return self.path("checkpoints", student)
+    def checkpoint_dir(self, student: str, fetch: bool = True) -> Path:
+        """The student's local checkpoint folder; with a URL root, fetched from the store when it changed there."""
+        local = self.path("checkpoints", student)
+        if fetch and self.is_remote:
+            remote = self.url("checkpoints", student)
+            marker = "training_metrics.json"  # rewritten by every training run
+            if (remote / marker).exists() and (
+                not (local / marker).is_file() or (local / marker).read_bytes() != (remote / marker).read_bytes()
+            ):
+                shutil.rmtree(local, ignore_errors=True)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                remote.fs.get(remote.path, str(local), recursive=True)
+        return local
+
+    def publish_checkpoint(self, student: str) -> str:
+        """Copy a finished local checkpoint to the store (nothing to do for a local root); its location."""
+        local = self.checkpoint_dir(student, fetch=False)
+        if not self.is_remote:
+            return str(local)
+        remote = self.url("checkpoints", student)
+        if remote.exists():
+            remote.fs.rm(remote.path, recursive=True)
+        remote.fs.put(str(local), remote.path, recursive=True)
+        return str(remote)
 
     def generation_cache_path(self) -> Path:
         """The SQLite generation cache every teacher backend shares (resources/generation_cache.py)."""
         return self.path("cache", "generations.sqlite")
 
-    def frame_path(self, asset: str, partition_key: str | None = None) -> Path:
+    def frame_path(self, asset: str, partition_key: str | None = None) -> Path | UPath:
         name = f"{_safe(partition_key)}.parquet" if partition_key else "data.parquet"
-        return self.path("frames", asset, name)
+        return self.url("frames", asset, name)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -53,16 +100,27 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         key = context.partition_key if context.has_asset_partitions else None
         path = self.store.frame_path(self._asset_name(context), key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        obj.write_parquet(tmp)
-        tmp.replace(path)  # readers never see a half-written file
+        if isinstance(path, UPath):  # an object store: one PUT, which readers see whole or not at all
+            with path.open("wb") as f:
+                obj.write_parquet(f)
+        else:
+            tmp = path.with_suffix(".tmp")
+            obj.write_parquet(tmp)
+            tmp.replace(path)  # readers never see a half-written file
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "dagster/row_count": obj.height})
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         name = self._asset_name(context)
         if not context.has_asset_partitions:
-            return pl.read_parquet(self.store.frame_path(name))
+            return _read(self.store.frame_path(name))
         keys = context.asset_partition_keys
         if context.has_partition_key and len(keys) == 1:
-            return pl.read_parquet(self.store.frame_path(name, keys[0]))
-        return {key: pl.read_parquet(self.store.frame_path(name, key)) for key in keys}
+            return _read(self.store.frame_path(name, keys[0]))
+        return {key: _read(self.store.frame_path(name, key)) for key in keys}
+
+
+def _read(path: Path | UPath) -> pl.DataFrame:
+    if isinstance(path, UPath):
+        with path.open("rb") as f:
+            return pl.read_parquet(f)
+    return pl.read_parquet(path)

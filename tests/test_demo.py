@@ -20,9 +20,9 @@ from tests.conftest import PROJECT_DIR, TASKS
 def test_demo_data_is_large_enough_and_disjoint(task):
     spec = load_spec(PROJECT_DIR / "distill.yaml")
     t = spec.task(task)
-    train, held, stats = curate(t, spec.resolve_path(t.source), spec.resolve_path(t.eval_source))
+    train, held, stats, bad = curate(t, spec.resolve_path(t.source), spec.resolve_path(t.eval_source))
     assert train.height >= 2000 and held.height >= 200
-    assert stats == {"duplicates_dropped": 0, "eval_overlap_dropped": 0}
+    assert stats == {"duplicates_dropped": 0, "eval_overlap_dropped": 0, "bad_rows": 0} and bad == []
     assert held["reference"].null_count() == 0
 
 

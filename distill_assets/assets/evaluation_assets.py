@@ -9,6 +9,7 @@ from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.training_assets import load_routed, routing_inputs
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
 from distill_assets.plots import embed_url, pareto_front, quality_latency_points, write_quality_latency_plot
 from distill_assets.report import build_report, data_section, read_training_metrics, to_markdown, write_report
@@ -44,6 +45,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def teacher_evaluation(
         context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame, dev_set: pl.DataFrame
@@ -69,6 +71,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def student_evaluation(
         context: dg.AssetExecutionContext,
@@ -107,6 +110,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         pool="gpu",
+        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def model_efficiency(
         context: dg.AssetExecutionContext,

@@ -5,7 +5,9 @@ import polars as pl
 
 from distill_assets.assets.progress import generation_logger
 from distill_assets.generation import generate_completions, teacher_identity
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
+from distill_assets.pipes_generation import generate_in_pod
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from resources.accelerator import Accelerator
@@ -27,10 +29,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="generation",
         kinds={"pytorch", "huggingface", "polars"},
         pool="gpu",
+        # on Kubernetes the step pod requests nvidia.com/gpu, unless every teacher generates elsewhere
+        op_tags=gpu_op_tags(0 if all(t.k8s or t.backend == "openai" for t in spec.teachers) else None),
     )
     def synthetic_completions(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, curated_inputs: pl.DataFrame
-    ) -> pl.DataFrame:
+    ) -> dg.Output[pl.DataFrame]:  # an Output: a step that used Dagster Pipes must not return a bare value
         """Answers come from the generation cache where it has them; only the rest reach the teacher."""
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
@@ -39,6 +43,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
             f"{teacher.name} ({teacher.backend}) on {task.name}: {curated_inputs.height} prompts"
             f" x {teacher.generation.n}{where}"
         )
+        if teacher.k8s is not None:  # in a GPU pod of its own, through Dagster's PipesK8sClient
+            return generate_in_pod(context, teacher, task, store)
         cache = GenerationCache(store.generation_cache_path())
         backend = CachedBackend(
             lambda: build_backend(teacher, spec, accelerator),  # loaded only if the cache lacks answers
@@ -71,6 +77,6 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 ),
             }
         )
-        return frame
+        return dg.Output(frame)
 
     return [synthetic_completions]

@@ -4,7 +4,9 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.curation import ACROSS_RULES, dedup_across, kept
+from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.pipes_training import train_with_pipes
 from distill_assets.routing import routed_partition_keys, routing_of
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
@@ -71,22 +73,26 @@ def build(spec: Spec, partitions: Partitions) -> list:
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
+        # on Kubernetes the step pod requests nvidia.com/gpu: one per torchrun process
+        op_tags=gpu_op_tags(max(s.launcher.nproc_per_node for s in spec.students)),
     )
     def student_checkpoint(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.DataFrame
     ) -> dg.MaterializeResult:
         student = spec.student(context.partition_key)
-        out_dir = store.checkpoint_dir(student.name)
+        out_dir = store.checkpoint_dir(student.name, fetch=False)
         context.log.info(
             f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
         )
-        routing = dict(training_set.select("task", "teacher").unique().iter_rows())
-        metrics = train_student(
-            student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info, routing
-        )
+        if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
+            result = train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
+            store.publish_checkpoint(student.name)  # to the object store, when the root is one
+            return result
+        metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(out_dir)),
+                "stored_at": dg.MetadataValue.path(store.publish_checkpoint(student.name)),
                 "parameters": metrics["parameters"],
                 "first_loss": metrics["first_loss"],
                 "final_loss": metrics["final_loss"],
