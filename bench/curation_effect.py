@@ -28,10 +28,12 @@ from distill_assets.curation import curate_completions, dedup_across, kept, summ
 from distill_assets.evaluation import score_predictions, task_scores
 from distill_assets.generation import generate_completions
 from distill_assets.inputs import curate
+from distill_assets.routing import routing_of
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training import train_student
 from distill_assets.training_set import merge_routed
 from distill_assets.verifiers import get_verifier
+from resources.storage import ArtifactStore
 from resources.transformers_backend import TransformersBackend
 
 
@@ -52,6 +54,11 @@ def main() -> None:
         training = student.training.model_copy(update={"max_steps": args.max_steps})
         student = student.model_copy(update={"training": training})
     routing = spec.routing()
+    if spec.routing_mode == "auto":  # the measured routing, from the pipeline's routing_table
+        table = ArtifactStore(root=str(spec.storage_path())).frame_path("routing_table")
+        if not table.exists():
+            sys.exit(f"{args.spec}: routing: auto; materialize routing_table first (python -m distill_assets.run)")
+        routing = routing_of(pl.read_parquet(table))
 
     curated, raw, evals = {}, {}, {}
     for task_name, teacher_name in sorted(routing.items()):
@@ -83,8 +90,10 @@ def main() -> None:
         print(f"generated {frame.height} for {task_name} with {teacher_name} in {seconds:.0f}s", flush=True)
 
     arms = {
-        "without curation": merge_routed(raw, spec),
-        "with curation": dedup_across(merge_routed({k: kept(f) for k, f in curated.items()}, spec), spec.quality)[0],
+        "without curation": merge_routed(raw, spec, routing),
+        "with curation": dedup_across(
+            merge_routed({k: kept(f) for k, f in curated.items()}, spec, routing), spec.quality
+        )[0],
     }
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from distill_assets.assets import (
     evaluation_assets,
     generation_assets,
     quality_checks,
+    routing_assets,
     spec_assets,
     training_assets,
 )
@@ -38,6 +39,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
         *data_assets.build(spec, partitions),
         *generation_assets.build(spec, partitions),
         *curation_assets.build(spec, partitions),
+        *routing_assets.build(spec, partitions),
         *training_assets.build(spec, partitions),
         *evaluation_assets.build(spec, partitions),
     ]

@@ -44,17 +44,33 @@ def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | 
     return rows
 
 
+def read_training_metrics(checkpoint_dir: Path) -> dict:
+    """training_metrics.json of a student checkpoint ({} before it is trained), without the loss history."""
+    path = checkpoint_dir / "training_metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics.pop("loss_history", None)
+    return metrics
+
+
 def build_report(
-    spec: Spec, scores: pl.DataFrame, efficiency: dict[str, dict], hardware: str, data: list[dict] | None = None
+    spec: Spec,
+    scores: pl.DataFrame,
+    efficiency: dict[str, dict],
+    hardware: str,
+    data: list[dict] | None = None,
+    routing_table: list[dict] | None = None,
+    training: dict[str, dict] | None = None,
 ) -> dict:
     """Assemble report.json's content.
 
     `scores` has one row per (model, stage, task) with the mean `score`; stage is
     "teacher" for teachers and "before"/"after" for students. Retention is the student's
-    score after distillation over the score of the teacher the task is routed to.
+    score after distillation over the score of the teacher the task is routed to, as the
+    routing table (rows of the routing_table asset) routes it. `training` holds each
+    student's training metrics (method, wall time, peak memory).
     """
     score = {(r["model"], r["stage"], r["task"]): r["score"] for r in scores.iter_rows(named=True)}
-    routing = spec.routing()
+    routing = {r["task"]: r["teacher"] for r in routing_table if r["routed"]} if routing_table else spec.routing()
     tasks = {}
     for task in sorted(routing):
         teacher_scores = {t.name: score.get((t.name, "teacher", task)) for t in spec.teachers}
@@ -98,22 +114,77 @@ def build_report(
             else None
         )
         models[s.name] = entry
+    for name, entry in models.items():  # quality on one axis: mean exact match over every task
+        stage = "teacher" if entry["role"] == "teacher" else "after"
+        values = [score.get((name, stage, task)) for task in tasks]
+        entry["mean_score"] = sum(values) / len(values) if values and None not in values else None
+    training = training or {}
     return {
         "hardware": hardware,
         "hourly_price_usd": spec.evaluation.hourly_price_usd,
         "routing": routing,
+        "routing_mode": spec.routing_mode,
+        "routing_table": routing_table or [],
         "largest_teacher": largest_teacher,
         "tasks": tasks,
         "models": models,
+        "methods": _methods(spec, tasks, training),
+        "multi_teacher": _multi_teacher(spec, models, training),
         "data": data or [],
     }
+
+
+def _size(student) -> str:
+    arch = student.base.architecture
+    return f"{arch.hidden_size}x{arch.num_hidden_layers}" if arch else str(student.base.model)
+
+
+def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
+    """One row per student: size, method, budget, training wall time and peak memory, score per task."""
+    rows = []
+    for s in spec.students:
+        t = training.get(s.name, {})
+        rows.append(
+            {
+                "student": s.name,
+                "size": _size(s),
+                "method": s.method + (" + lora" if s.lora else ""),
+                "steps": s.training.max_steps,
+                "batch_size": s.training.per_device_train_batch_size,
+                "train_seconds": t.get("train_seconds"),
+                "peak_memory_mb": t.get("peak_memory_mb"),
+                "scores": {task: entry["students"][s.name]["after"] for task, entry in tasks.items()},
+            }
+        )
+    return rows
+
+
+def _multi_teacher(spec: Spec, models: dict, training: dict[str, dict]) -> list[dict]:
+    """Students trained on several teachers' data: their mean score over every task against each teacher's."""
+    teachers = {n: e["mean_score"] for n, e in models.items() if e["role"] == "teacher"}
+    rows = []
+    for s in spec.students:
+        learned_from = training.get(s.name, {}).get("teachers")
+        if s.name not in models or learned_from is None or len(learned_from) < 2:
+            continue
+        mean = models[s.name]["mean_score"]
+        rows.append(
+            {
+                "student": s.name,
+                "teachers": learned_from,
+                "student_mean": mean,
+                "teacher_means": teachers,
+                "above_every_teacher": mean is not None and all(v is not None and mean > v for v in teachers.values()),
+            }
+        )
+    return rows
 
 
 def _fmt(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def to_markdown(report: dict) -> str:
+def to_markdown(report: dict, image: str | None = None) -> str:
     teachers = [m for m, e in report["models"].items() if e["role"] == "teacher"] or sorted(
         {t for task in report["tasks"].values() for t in task["teachers"]}
     )
@@ -166,9 +237,61 @@ def to_markdown(report: dict) -> str:
             f"- **{name}** keeps {_fmt(e['retention_mean'], '.1%')} of the routed teachers' exact match on average "
             f"(lowest task: {_fmt(e['retention_min'], '.1%')})"
         )
+    lines += _routing_markdown(report)
+    lines += _methods_markdown(report)
     lines += _data_markdown(report.get("data") or [])
     lines += lineage_markdown(report.get("lineage"))
+    if image:
+        lines += ["", "## Quality against latency", "", f"![quality vs latency]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def _routing_markdown(report: dict) -> list[str]:
+    table = report.get("routing_table") or []
+    if not table:
+        return []
+    lines = [
+        "",
+        f"## Routing ({report.get('routing_mode', 'fixed')}: which teacher generates each task's data)",
+        "",
+        "| task | teacher | dev score | dev prompts | routed |",
+        "|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['task']} | {r['teacher']} | {_fmt(r['dev_score'])} | {r['dev_prompts']} | "
+            f"{'**yes**' if r['routed'] else ''} |"
+        )
+    return lines
+
+
+def _methods_markdown(report: dict) -> list[str]:
+    methods = report.get("methods") or []
+    if not methods:
+        return []
+    tasks = list(report["tasks"])
+    head = ["student", "size", "method", "steps x batch", *tasks, "mean", "train s", "train peak MB"]
+    lines = [
+        "",
+        "## Methods (exact match after distillation; training wall time and peak memory)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for m in methods:
+        mean = report["models"].get(m["student"], {}).get("mean_score")
+        cells = [m["student"], m["size"], m["method"], f"{m['steps']} x {m['batch_size']}"]
+        cells += [_fmt(m["scores"][t]) for t in tasks]
+        cells += [_fmt(mean), _fmt(m["train_seconds"], ".0f"), _fmt(m["peak_memory_mb"], ".0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    for row in report.get("multi_teacher") or []:
+        versus = ", ".join(f"{t} {_fmt(v)}" for t, v in row["teacher_means"].items())
+        verdict = "above every teacher" if row["above_every_teacher"] else "not above every teacher"
+        lines.append(
+            f"\n- **{row['student']}** learned from {', '.join(row['teachers'])}: mean exact match over all tasks "
+            f"{_fmt(row['student_mean'])} vs {versus} ({verdict})"
+        )
+    return lines
 
 
 def _data_markdown(data: list[dict]) -> list[str]:
@@ -194,9 +317,10 @@ def _data_markdown(data: list[dict]) -> list[str]:
     return lines
 
 
-def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
+def write_report(report: dict, out_dir: Path, image: str | None = None) -> tuple[Path, Path]:
+    """report.md (linking `image`, a file beside it, when given) and report.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "report.md", out_dir / "report.json"
-    md.write_text("# Distillation report\n\n" + to_markdown(report))
+    md.write_text("# Distillation report\n\n" + to_markdown(report, image))
     js.write_text(json.dumps(report, indent=2) + "\n")
     return md, js

@@ -14,12 +14,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.routing import routed_partition_keys
 from distill_assets.spec import SpecError, default_spec_path, load_spec
+from resources.storage import ArtifactStore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,21 +39,43 @@ def instance_home() -> Path:
     return home
 
 
-def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str], list[str | None]]]:
-    """(asset keys, partition keys) steps in dependency order."""
+def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str], list[str | None] | Callable]]:
+    """(asset keys, partition keys) steps in dependency order.
+
+    With `routing: auto` the teachers are evaluated first and the routing table decides
+    which teacher x task partitions to generate: those steps' keys are a function, called
+    when the step is reached.
+    """
     spec = load_spec(spec_path)
     parts = Partitions.from_spec(spec)
-    generation = parts.teacher_task.get_partition_keys() if all_partitions else routed_keys(spec)
-    return [
-        (["curated_inputs", "eval_set"], parts.task.get_partition_keys()),
-        (["synthetic_completions"], generation),
-        (["curated_completions"], routed_keys(spec)),
+    data = (["curated_inputs", "eval_set", "dev_set"], parts.task.get_partition_keys())
+    teachers = [(["teacher_evaluation"], parts.teacher_task.get_partition_keys()), (["routing_table"], [None])]
+    students = [
         (["training_set"], [None]),
         (["student_checkpoint"], parts.student.get_partition_keys()),
-        (["teacher_evaluation"], parts.teacher_task.get_partition_keys()),
+    ]
+    tail = [
         (["student_evaluation"], parts.student.get_partition_keys()),
         (["model_efficiency"], [None]),
         (["distillation_report"], [None]),
+    ]
+    if spec.routing_mode == "auto":
+        table = ArtifactStore(root=str(spec.storage_path())).frame_path("routing_table")
+
+        def routed() -> list[str]:
+            return routed_partition_keys(pl.read_parquet(table))
+
+        generation = parts.teacher_task.get_partition_keys() if all_partitions else routed
+        return [data, *teachers, (["synthetic_completions"], generation), (["curated_completions"], routed),
+                *students, *tail]  # fmt: skip
+    generation = parts.teacher_task.get_partition_keys() if all_partitions else routed_keys(spec)
+    return [
+        data,
+        (["synthetic_completions"], generation),
+        (["curated_completions"], routed_keys(spec)),
+        *students,
+        *teachers,
+        *tail,
     ]
 
 
@@ -65,7 +91,7 @@ def run_pipeline(
     # The run log keeps every event; the console shows the assets' own progress lines.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     for keys, partition_keys in steps:
-        for partition_key in partition_keys:
+        for partition_key in partition_keys() if callable(partition_keys) else partition_keys:
             label = f"{'+'.join(keys)}" + (f"[{partition_key}]" if partition_key else "")
             started = time.time()
             result = dg.materialize(
@@ -121,6 +147,8 @@ def main() -> None:
     report = json.loads((report_dir / "report.json").read_text())
     print(f"\ndistill: finished in {time.time() - started:.0f}s")
     print(f"report: {report_dir / 'report.md'}\n        {report_dir / 'report.json'}")
+    print(f"        {report_dir / 'quality_vs_latency.png'}")
+    print("routing: " + ", ".join(f"{task} -> {teacher}" for task, teacher in sorted(report["routing"].items())))
     for name, model in report["models"].items():
         if model["role"] != "student":
             continue
@@ -130,6 +158,9 @@ def main() -> None:
             f"(lowest task {model['retention_min']:.1%}), {fastest['parameter_ratio']:.1%} of the parameters, "
             f"{fastest['latency_speedup']:.1f}x lower latency"
         )
+    for row in report.get("multi_teacher", []):
+        versus = ", ".join(f"{t} {v:.3f}" for t, v in row["teacher_means"].items() if v is not None)
+        print(f"  {row['student']} (from {', '.join(row['teachers'])}): mean {row['student_mean']:.3f} vs {versus}")
 
 
 if __name__ == "__main__":

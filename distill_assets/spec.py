@@ -124,6 +124,12 @@ class TaskSpec(_Strict):
         "fail", description="fail names the file, line and field; quarantine sets bad rows aside and counts them"
     )
     quality: QualitySpec | None = Field(None, description="overrides the top-level `quality` block for this task")
+    dev_size: int | None = Field(
+        None,
+        ge=0,
+        description="training prompts held out as a dev split, disjoint from eval, on which teachers are scored "
+        "for routing (default 100 with `routing: auto`, else 0)",
+    )
 
     @model_validator(mode="after")
     def _known_verifier(self) -> TaskSpec:
@@ -171,7 +177,10 @@ class TeacherSpec(_Strict):
     backend: Backend = Field("transformers", description="transformers (local), vllm (GPU) or openai (HTTP)")
     model: str = Field(description="a local Hugging Face directory or a hub id; for openai, the served model name")
     revision: str | None = None
-    tasks: list[Name] = Field(min_length=1, description="tasks routed to this teacher")
+    tasks: list[Name] | None = Field(
+        None,
+        description="tasks routed to this teacher; with `routing: auto`, the tasks it may be routed (default: all)",
+    )
     prompt_template: str | None = Field(
         None, description="how this teacher sees each prompt, with {prompt} in it, e.g. 'Q: {prompt}\\nA:'"
     )
@@ -260,6 +269,47 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(50, ge=1)
 
 
+class LoraSpec(_Strict):
+    """PEFT LoRA adapters instead of full fine-tuning; merged into the weights before the checkpoint is saved."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="module names that get adapters (Llama attention projections by default)",
+    )
+
+
+class SftMethod(_Strict):
+    """Response distillation: cross-entropy on the teacher's completions (TRL SFTTrainer)."""
+
+
+class OnPolicyMethod(_Strict):
+    """On-policy distillation (TRL DistillationTrainer): the student generates, the teacher scores every token."""
+
+    teacher: Name | None = Field(
+        None, description="the teacher loaded next to the student (default: the only teacher); trains on its tasks"
+    )
+    beta: float = Field(
+        0.5, ge=0, le=1, description="generalized JSD interpolation: 0 forward KL, 1 reverse KL, 0.5 JSD"
+    )
+    temperature: float = Field(1.0, gt=0, description="sampling and loss temperature")
+    max_completion_length: int = Field(32, ge=1, description="tokens the student generates per prompt")
+
+
+class OfflineLogitsMethod(_Strict):
+    """Offline logit distillation from the teacher's top-k log-probabilities stored with the synthetic data."""
+
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the top-k KL term; 1 - alpha weighs the cross-entropy")
+    temperature: float = Field(1.0, gt=0, description="softens student and teacher distributions in the KL term")
+
+
+METHODS = {"sft": SftMethod, "on_policy": OnPolicyMethod, "offline_logits": OfflineLogitsMethod}
+Method = Literal["sft", "on_policy", "offline_logits"]
+
+
 class LauncherSpec(_Strict):
     """How student training runs: in the Dagster step, or as a data-parallel job through Dagster Pipes."""
 
@@ -273,9 +323,26 @@ class LauncherSpec(_Strict):
 class StudentSpec(_Strict):
     name: Name
     base: StudentBase
-    method: Literal["sft"] = "sft"
+    method: Method = Field("sft", description="sft | on_policy | offline_logits")
+    sft: SftMethod | None = Field(None, description="settings of method sft")
+    on_policy: OnPolicyMethod | None = Field(None, description="settings of method on_policy")
+    offline_logits: OfflineLogitsMethod | None = Field(None, description="settings of method offline_logits")
+    lora: LoraSpec | None = Field(None, description="train LoRA adapters (PEFT) instead of every weight")
     training: TrainingSpec = TrainingSpec()
     launcher: LauncherSpec = LauncherSpec()
+
+    @model_validator(mode="after")
+    def _one_method_block(self) -> StudentSpec:
+        for method in METHODS:
+            if method != self.method and getattr(self, method) is not None:
+                raise ValueError(
+                    f"{method}: settings for method {method!r}, but the student's method is {self.method!r}"
+                )
+        return self
+
+    def method_settings(self) -> SftMethod | OnPolicyMethod | OfflineLogitsMethod:
+        """The settings block of the student's method, its defaults where the spec gives none."""
+        return getattr(self, self.method) or METHODS[self.method]()
 
 
 class EvaluationSpec(_Strict):
@@ -288,12 +355,21 @@ class EvaluationSpec(_Strict):
 
 
 class Spec(_Strict):
+    # `routing` is the spec's key for routing_mode; by name too, for a spec dumped and validated again
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     storage_root: str = Field(
         "artifacts", description=f"artifact root: a path or an object-store URL (s3://...); ${STORAGE_ENV} overrides it"
     )
     tasks: list[TaskSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
+    routing_mode: Literal["fixed", "auto"] = Field(
+        "fixed",
+        alias="routing",  # the spec's key; `Spec.routing()` is the fixed task -> teacher map
+        description="fixed: teachers[].tasks assign each task; auto: the teacher best on each task's dev split "
+        "(the routing_table asset) generates its data",
+    )
     evaluation: EvaluationSpec = EvaluationSpec()
     quality: QualitySpec = QualitySpec()
     base_dir: Path = Field(Path("."), exclude=True, description="set to the spec file's folder")
@@ -306,29 +382,36 @@ class Spec(_Strict):
             if dupes:
                 raise ValueError(f"{kind}: duplicate name(s) {dupes}")
         tasks = {t.name for t in self.tasks}
+        auto = self.routing_mode == "auto"
         routed: dict[str, str] = {}
         for teacher in self.teachers:
-            for task in teacher.tasks:
+            if teacher.tasks is None and not auto:
+                raise ValueError(f"teachers.{teacher.name}.tasks: list the tasks routed to it (or set `routing: auto`)")
+            for task in teacher.tasks or []:
                 if task not in tasks:
                     raise ValueError(f"teachers.{teacher.name}.tasks: unknown task {task!r}; tasks are {sorted(tasks)}")
-                if task in routed:
+                if task in routed and not auto:
                     raise ValueError(
                         f"teachers.{teacher.name}.tasks: task {task!r} is already routed to {routed[task]!r}"
                     )
-                routed[task] = teacher.name
+                routed.setdefault(task, teacher.name)
         teachers = {t.name for t in self.teachers}
         for task in self.tasks:
             if task.judge and task.judge.teacher not in teachers:
                 raise ValueError(f"tasks.{task.name}.judge.teacher: unknown teacher {task.judge.teacher!r}")
-            greedy = task.name in routed and self.teacher(routed[task.name]).generation.temperature == 0
-            if (task.samples or 1) > 1 and greedy:
-                raise ValueError(
-                    f"tasks.{task.name}.samples: {task.samples} samples per prompt need a sampling teacher; "
-                    f"set teachers.{routed[task.name]}.generation.temperature above 0"
-                )
-        missing = sorted(tasks - routed.keys())
+            for name in self.candidates(task.name) if auto else [routed.get(task.name)]:
+                if name and (task.samples or 1) > 1 and self.teacher(name).generation.temperature == 0:
+                    raise ValueError(
+                        f"tasks.{task.name}.samples: {task.samples} samples per prompt need a sampling teacher; "
+                        f"set teachers.{name}.generation.temperature above 0"
+                    )
+            if auto and self.dev_size(task.name) < 1 and len(self.candidates(task.name)) > 1:
+                raise ValueError(f"tasks.{task.name}.dev_size: `routing: auto` scores teachers on a dev split of 1+")
+        missing = sorted(t for t in tasks if not self.candidates(t))
         if missing:
             raise ValueError(f"teachers: no teacher is routed task(s) {missing}; add them to a teacher's `tasks`")
+        for student in self.students:
+            self._check_method(student)
         return self
 
     # Lookups and path resolution -------------------------------------------------
@@ -346,8 +429,51 @@ class Spec(_Strict):
         return self.task(task).quality or self.quality
 
     def routing(self) -> dict[str, str]:
-        """task -> the teacher that generates its training data."""
-        return {task: teacher.name for teacher in self.teachers for task in teacher.tasks}
+        """task -> the teacher that generates its training data, as the spec fixes it.
+
+        With `routing: auto` the spec fixes nothing: the routing_table asset decides; this
+        then names each task's first candidate (used only where no measurement exists yet).
+        """
+        return {task.name: self.candidates(task.name)[0] for task in self.tasks}
+
+    def candidates(self, task: str) -> list[str]:
+        """The teachers that may generate a task's data (exactly one with `routing: fixed`)."""
+        return [
+            t.name
+            for t in self.teachers
+            if (t.tasks is None and self.routing_mode == "auto") or task in (t.tasks or [])
+        ]
+
+    def dev_size(self, task: str) -> int:
+        size = self.task(task).dev_size
+        return size if size is not None else (100 if self.routing_mode == "auto" else 0)
+
+    def _check_method(self, student: StudentSpec) -> None:
+        """Method needs the spec can check at load: captured logprobs, a named on-policy teacher."""
+        where = f"students.{student.name}"
+        if student.method == "offline_logits":
+            for teacher in self.teachers:
+                if teacher.generation.top_logprobs < 1:
+                    raise ValueError(
+                        f"{where}.method: offline_logits learns from the teachers' stored top-k log-probabilities; "
+                        f"set teachers.{teacher.name}.generation.top_logprobs (e.g. 5)"
+                    )
+                if teacher.backend == "openai":
+                    raise ValueError(
+                        f"{where}.method: offline_logits needs token ids, which teachers.{teacher.name} "
+                        "(backend openai) does not return; use a transformers or vllm teacher"
+                    )
+        if student.method == "on_policy":
+            name = student.method_settings().teacher
+            if name is None and len(self.teachers) > 1:
+                raise ValueError(f"{where}.on_policy.teacher: name the teacher to load (there are several)")
+            if name is not None and name not in {t.name for t in self.teachers}:
+                raise ValueError(f"{where}.on_policy.teacher: unknown teacher {name!r}")
+            if self.teacher(name or self.teachers[0].name).backend == "openai":
+                raise ValueError(f"{where}.on_policy.teacher: on-policy distillation loads the teacher locally")
+
+    def on_policy_teacher(self, student: StudentSpec) -> TeacherSpec:
+        return self.teacher(student.method_settings().teacher or self.teachers[0].name)
 
     def resolve(self, path_or_id: str) -> str:
         """A path relative to the spec file if it exists there, else the string as given (a hub id)."""

@@ -1,4 +1,4 @@
-"""Student training: response distillation with TRL's SFTTrainer on the training set."""
+"""Student training: the one shared path for every method (distill_assets/methods) on the training set."""
 
 from __future__ import annotations
 
@@ -7,26 +7,38 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import polars as pl
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
+from peft import LoraConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
 from transformers.trainer_callback import PrinterCallback
-from trl import SFTConfig, SFTTrainer
 
 from distill_assets.spec import Spec, StudentSpec
 
 Log = Callable[[str], None]
+TRAINER_NAMES = {
+    "sft": "TRL `SFTTrainer`",
+    "on_policy": "TRL `DistillationTrainer`, generalized JSD",
+    "offline_logits": "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities",
+}
 
 MODEL_CARD = """---
 library_name: transformers
-tags: [distill, knowledge-distillation, {method}]
+tags: [distill, knowledge-distillation]
 ---
 # {student}
 
-Distilled by `distill` with {method} (TRL `SFTTrainer`) on {examples} teacher completions.
+Distilled by `distill` with {method} ({trainer}) on {examples} teacher completions.
 
 - Base: {base}
 - Teachers, per task: {routing}
@@ -71,16 +83,6 @@ def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = to
     return model, tokenizer
 
 
-def to_prompt_completion(frame: pl.DataFrame) -> datasets.Dataset:
-    """Conversational prompt/completion rows, so the loss falls on the teacher's answer only."""
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": [m[:-1] for m in frame["messages"].to_list()],
-            "completion": [m[-1:] for m in frame["messages"].to_list()],
-        }
-    )
-
-
 class _LogCallback(TrainerCallback):
     def __init__(self, log: Log, max_steps: int):
         self.log, self.max_steps, self.history, self.started = log, max_steps, [], time.time()
@@ -95,6 +97,50 @@ class _LogCallback(TrainerCallback):
             )
 
 
+@dataclass
+class TrainerContext:
+    """What every method's trainer builder gets (distill_assets/methods)."""
+
+    student: StudentSpec
+    spec: Spec
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    training_set: pl.DataFrame
+    args: dict  # the TrainingArguments fields every method shares
+    callbacks: list
+    peft_config: LoraConfig | None
+    routing: dict[str, str]  # task -> teacher whose completions the training set holds
+    log: Log = print
+
+
+def lora_config(student: StudentSpec) -> LoraConfig | None:
+    if student.lora is None:
+        return None
+    lora = student.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS, so the RSS peak measured next is this training's, not an earlier run's.
+
+    Students train one after another in one process; without this, memory freed by the
+    previous one is reused silently and the next student's peak looks smaller than it is.
+    """
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the figure is then a lower bound
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def train_student(
     student: StudentSpec,
     spec: Spec,
@@ -102,14 +148,24 @@ def train_student(
     out_dir: Path,
     device: torch.device,
     log: Log = print,
+    routing: dict[str, str] | None = None,
 ) -> dict:
-    """Fine-tune the student on the teacher completions; write a HF checkpoint to out_dir."""
+    """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
+
+    With LoRA the adapters are merged into the weights before saving, so the checkpoint
+    loads with plain `from_pretrained` (and in vLLM) like any other.
+    """
+    from distill_assets.evaluation import _PeakRss
+    from distill_assets.methods import BUILDERS
+
     cfg = student.training
+    # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
+    routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
     model, tokenizer = build_student_base(student, spec)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
-    args = SFTConfig(
+    args = dict(
         output_dir=str(work_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -127,54 +183,69 @@ def train_student(
         gradient_checkpointing=False,  # small students fit; recomputation only costs time
         dataloader_num_workers=0,
         disable_tqdm=True,
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
     )
     callback = _LogCallback(log, cfg.max_steps)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=to_prompt_completion(training_set),
-        processing_class=tokenizer,
-        callbacks=[callback],
+    context = TrainerContext(
+        student, spec, model, tokenizer, training_set, args, [callback], lora_config(student), routing, log
     )
+    trainer = BUILDERS[student.method](context)
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _release_freed_memory()
     started = time.time()
-    result = trainer.train()
+    with _PeakRss() as rss:
+        result = trainer.train()
     seconds = time.time() - started
-    trainer.save_model(str(work_dir))
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
         return {"final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss)}
+    trained = trainer.model
+    if student.lora is not None:
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(str(work_dir))
+    tokenizer.padding_side = "left"
     tokenizer.save_pretrained(str(work_dir))
     metrics = {
+        "method": student.method,
+        "lora": student.lora is not None,
         "train_loss": float(result.training_loss),
         "final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss),
         "first_loss": callback.history[0]["loss"] if callback.history else float("nan"),
         "train_seconds": round(seconds, 1),
+        "peak_memory_mb": round(peak / 2**20, 1),
         "steps": cfg.max_steps,
         "examples": training_set.height,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "teachers": (
+            [spec.on_policy_teacher(student).name]
+            if student.method == "on_policy"
+            else sorted(set(training_set["teacher"]))
+        ),
+        "parameters": sum(p.numel() for p in trained.parameters()),
         "loss_history": callback.history,
     }
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_model_card(work_dir, student, spec, metrics)
+    write_model_card(work_dir, student, spec, metrics, routing)
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.rename(out_dir)
     return metrics
 
 
-def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict) -> Path:
+def write_model_card(
+    out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str] | None = None
+) -> Path:
     """The checkpoint's README.md: what it was distilled from, how, and how to load it."""
     base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
     path = out_dir / "README.md"
     path.write_text(
         MODEL_CARD.format(
             student=student.name,
-            method=student.method,
+            method=student.method + (" + LoRA (merged)" if student.lora else ""),
+            trainer=TRAINER_NAMES[student.method],
             examples=metrics["examples"],
             base=base,
-            routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted(spec.routing().items())),
+            routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted((routing or spec.routing()).items())),
             steps=metrics["steps"],
             batch=student.training.per_device_train_batch_size,
             lr=student.training.learning_rate,

@@ -12,14 +12,18 @@ from distill_assets.partitions import teacher_task_key
 from distill_assets.spec import Spec
 
 
-def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec) -> pl.DataFrame:
+def merge_routed(
+    completions: dict[str, pl.DataFrame], spec: Spec, routing: dict[str, str] | None = None
+) -> pl.DataFrame:
     """Keep, per task, only the routed teacher's answered completions; add chat-format messages.
 
-    `completions` is keyed by teacher x task partition key. Every routed partition must
-    be present: training on a silently missing task would be worse than failing.
+    `completions` is keyed by teacher x task partition key; `routing` (task -> teacher) is the
+    routing table's decision, by default the spec's fixed one. Every routed partition must
+    be present: training on a silently missing task would be worse than failing. The
+    teachers' top-k log-probabilities ride along for offline logit distillation.
     """
     frames = []
-    for task, teacher in sorted(spec.routing().items()):
+    for task, teacher in sorted((routing or spec.routing()).items()):
         key = teacher_task_key(teacher, task)
         if key not in completions:
             raise KeyError(f"synthetic_completions partition {key!r} is missing; materialize it first")
@@ -32,8 +36,9 @@ def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec) -> pl.DataFra
         [*chat_prompt(prompt, system[task]), {"role": "assistant", "content": completion}]
         for task, prompt, completion in merged.select("task", "prompt", "completion").iter_rows()
     ]
+    logprobs = ["top_logprobs"] if "top_logprobs" in merged.columns else []
     return merged.with_columns(messages=pl.Series(messages)).select(
-        "task", "prompt_id", "teacher", "teacher_version", "prompt", "completion", "messages"
+        "task", "prompt_id", "teacher", "teacher_version", "prompt", "completion", "messages", *logprobs
     )
 
 

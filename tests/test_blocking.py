@@ -82,7 +82,7 @@ def test_failing_check_skips_downstream_in_the_same_run(spec_file):
     everything, resources = [*defs.assets, *defs.asset_checks], dict(defs.resources)
     with dg.DagsterInstance.ephemeral() as instance:
         dg.materialize(
-            everything, selection=["curated_inputs", "eval_set"], partition_key="reverse", instance=instance,
+            everything, selection=["curated_inputs", "eval_set", "dev_set"], partition_key="reverse", instance=instance,
             resources=resources,
         )  # fmt: skip
         result = dg.materialize(

@@ -37,7 +37,7 @@ def test_http_teacher_partition_records_counts_and_reruns_from_cache(spec_file):
         defs = build_definitions(spec_file)
         key = teacher_task_key("teacher_b", "reverse")
         with dg.DagsterInstance.ephemeral() as instance:
-            materialize(defs, instance, ["curated_inputs", "eval_set"], "reverse")
+            materialize(defs, instance, ["curated_inputs", "eval_set", "dev_set"], "reverse")
             materialize(defs, instance, ["synthetic_completions"], key)
             first = metadata(instance, key)
             sent = fake.requests.total()

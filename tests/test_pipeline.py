@@ -19,7 +19,8 @@ def test_project_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "teacher_spec", "curated_inputs", "eval_set", "synthetic_completions", "curated_completions", "training_set",
+        "teacher_spec", "curated_inputs", "eval_set", "dev_set", "synthetic_completions", "curated_completions",
+        "routing_table", "training_set",
         "student_checkpoint", "teacher_evaluation", "student_evaluation", "model_efficiency", "distillation_report",
     }  # fmt: skip
 
@@ -43,7 +44,7 @@ def test_whole_graph_on_shrunken_demo(spec_file):
             )
         }
     assert "distillation_report" in materialized and "student_checkpoint" in materialized
-    assert len(lines) == 3 + 3 + 3 + 1 + 2 + 6 + 2 + 1 + 1
+    assert len(lines) == 3 + 3 + 3 + 1 + 2 + 6 + 1 + 2 + 1 + 1
 
     root = spec.storage_path()
     training = pl.read_parquet(root / "frames/training_set/data.parquet")

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from distill_assets.inputs import curate, problem_counts, teacher_prompt_budget, write_quarantine
+from distill_assets.inputs import curate, problem_counts, split_eval, teacher_prompt_budget, write_quarantine
 from distill_assets.partitions import Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
@@ -19,6 +19,11 @@ def build(spec: Spec, partitions: Partitions) -> list:
             ),
             "eval_set": dg.AssetOut(
                 description="A task's held-out eval prompts with references, disjoint from the training prompts.",
+                kinds={"polars"},
+            ),
+            "dev_set": dg.AssetOut(
+                description="A task's dev prompts, held out of training and disjoint from eval: teachers are scored "
+                "on them to route tasks (`routing: auto`); empty when the task's dev_size is 0.",
                 kinds={"polars"},
             ),
         },
@@ -48,10 +53,14 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "quarantined_by_problem": dg.MetadataValue.json(problem_counts(bad)),
                 "quarantined_examples": dg.MetadataValue.md("\n".join(f"- `{b.message()}`" for b in bad[:5])),
             }
-        context.log.info(f"{task.name}: {train.height} training prompts, {held.height} eval prompts, {stats}")
+        train, dev = split_eval(train, spec.dev_size(task.name))
+        context.log.info(
+            f"{task.name}: {train.height} training prompts, {dev.height} dev, {held.height} eval prompts, {stats}"
+        )
         metadata = {"source": str(source), **stats, "quarantined": len(bad), **quarantine, **_preview(train)}
         yield dg.Output(train, "curated_inputs", metadata=metadata)
         yield dg.Output(held, "eval_set", metadata={"source": str(eval_source or source), **_preview(held)})
+        yield dg.Output(dev, "dev_set", metadata={"source": str(source), **_preview(dev)})
 
     return [curated_inputs]
 

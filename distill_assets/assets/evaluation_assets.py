@@ -7,11 +7,13 @@ import polars as pl
 
 from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.spec_assets import TEACHER_SPEC
+from distill_assets.assets.training_assets import load_routed, routing_inputs
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
-from distill_assets.partitions import Partitions, routed_keys
-from distill_assets.report import build_report, data_section, to_markdown, write_report
+from distill_assets.partitions import Partitions
+from distill_assets.plots import embed_url, pareto_front, quality_latency_points, write_quality_latency_plot
+from distill_assets.report import build_report, data_section, read_training_metrics, to_markdown, write_report
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
@@ -32,15 +34,16 @@ def _scores_metadata(predictions: pl.DataFrame) -> dict:
 
 def build(spec: Spec, partitions: Partitions) -> list:
     settings = spec.evaluation
+    report_curated_ins, report_curated_deps = routing_inputs(spec)
+    report_curated_ins.pop("routing_table", None)  # the report reads routing_table in either mode
+
+    by_task = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
 
     @dg.asset(
-        description="A teacher's predictions on one task's eval prompts, scored by the task metric.",
+        description="A teacher's predictions on one task's eval prompts (stage teacher) and dev prompts "
+        "(stage dev, for routing), scored by the task metric.",
         partitions_def=partitions.teacher_task,
-        ins={
-            "eval_set": dg.AssetIn(
-                partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
-            )
-        },
+        ins={"eval_set": dg.AssetIn(partition_mapping=by_task), "dev_set": dg.AssetIn(partition_mapping=by_task)},
         deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
@@ -48,13 +51,16 @@ def build(spec: Spec, partitions: Partitions) -> list:
         op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
     )
     def teacher_evaluation(
-        context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame
+        context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame, dev_set: pl.DataFrame
     ) -> pl.DataFrame:
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
         backend = build_backend(teacher, spec, accelerator)  # the same engine that generates its data
         try:
             predictions = score_predictions(backend, eval_set, task, settings, teacher.name, "teacher")
+            if dev_set.height:
+                dev = score_predictions(backend, dev_set, task, settings, teacher.name, "dev")
+                predictions = pl.concat([predictions, dev])
         finally:
             backend.close()
         context.add_output_metadata(_scores_metadata(predictions))
@@ -148,11 +154,11 @@ def build(spec: Spec, partitions: Partitions) -> list:
             "teacher_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
             "student_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
             "model_efficiency": dg.AssetIn(),
-            "curated_completions": dg.AssetIn(
-                partition_mapping=dg.SpecificPartitionsPartitionMapping(routed_keys(spec))
-            ),
             "training_set": dg.AssetIn(),
+            "routing_table": dg.AssetIn(),
+            **report_curated_ins,
         },
+        deps=report_curated_deps,
         group_name="report",
         kinds={"polars"},
     )
@@ -162,20 +168,29 @@ def build(spec: Spec, partitions: Partitions) -> list:
         teacher_evaluation: dict[str, pl.DataFrame],
         student_evaluation: dict[str, pl.DataFrame],
         model_efficiency: pl.DataFrame,
-        curated_completions: dict[str, pl.DataFrame],
         training_set: pl.DataFrame,
+        routing_table: pl.DataFrame,
+        **curated,
     ) -> dg.MaterializeResult:
         predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
         hardware = model_efficiency["hardware"][0]
         efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
+        curated_completions = curated.get("curated_completions") or load_routed(store, routing_table)
         data = data_section(curated_completions, training_set)
-        report = build_report(spec, task_scores(predictions), efficiency, hardware, data)
+        training = {s.name: read_training_metrics(store.checkpoint_dir(s.name)) for s in spec.students}
+        report = build_report(
+            spec, task_scores(predictions), efficiency, hardware, data,
+            routing_table=routing_table.to_dicts(), training=training,
+        )  # fmt: skip
         report["lineage"] = report_lineage(store.path("checkpoints"), list(student_evaluation), training_set)
-        md_path, json_path = write_report(report, store.path("report"))
+        report["pareto_front"] = pareto_front(quality_latency_points(report))
+        png = write_quality_latency_plot(report, store.path("report", "quality_vs_latency.png"))
+        md_path, json_path = write_report(report, store.path("report"), image=png.name)
         context.log.info(f"report written to {md_path}")
         return dg.MaterializeResult(
             metadata={
-                "report": dg.MetadataValue.md(to_markdown(report)),
+                "report": dg.MetadataValue.md(to_markdown(report, image=embed_url(png))),
+                "quality_vs_latency_png": dg.MetadataValue.path(str(png)),
                 "report_md": dg.MetadataValue.path(str(md_path)),
                 "report_json": dg.MetadataValue.path(str(json_path)),
                 "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),

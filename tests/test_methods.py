@@ -1,0 +1,174 @@
+"""Each training method on the tiny teacher: a few steps, loss goes down, the checkpoint loads and generates."""
+
+import math
+
+import polars as pl
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from distill_assets.generation import generate_completions
+from distill_assets.methods.offline_logits import (
+    TopKCollator,
+    VocabularyMismatch,
+    check_vocabulary,
+    offline_logits_loss,
+    to_dataset,
+)
+from distill_assets.methods.on_policy import check_same_vocabulary
+from distill_assets.partitions import teacher_task_key
+from distill_assets.spec import SpecError, load_spec
+from distill_assets.training import build_student_base, train_student
+from distill_assets.training_set import merge_routed
+from resources.transformers_backend import TransformersBackend
+from tests.conftest import shrunken_spec
+
+CPU = torch.device("cpu")
+
+
+def test_offline_logits_loss_matches_hand_computation():
+    # One sequence of 3 positions over a 3-token vocabulary; positions 1 and 2 are completion tokens.
+    logits = torch.tensor([[[1.0, 2.0, 0.0], [0.5, 0.0, -1.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, 0]])
+    # The teacher's top-2 at completion token 1 (predicted from position 0): ids 1, 0 with logprobs ln .6, ln .2;
+    # at completion token 2 (from position 1): only id 0 stored.
+    ids = torch.tensor([[[-1, -1], [1, 0], [0, -1]]])
+    lps = torch.tensor([[[-math.inf, -math.inf], [math.log(0.6), math.log(0.2)], [math.log(0.9), -math.inf]]])
+    loss, parts = offline_logits_loss(logits, labels, ids, lps, alpha=0.25, temperature=1.0)
+
+    def log_softmax(row):
+        z = math.log(sum(math.exp(v) for v in row))
+        return [v - z for v in row]
+
+    s0, s1 = log_softmax([1.0, 2.0, 0.0]), log_softmax([0.5, 0.0, -1.0])
+    ce = -(s0[1] + s1[0]) / 2
+    p = [0.6 / 0.8, 0.2 / 0.8]  # renormalised over the stored top-k
+    kl0 = p[0] * (math.log(p[0]) - s0[1]) + p[1] * (math.log(p[1]) - s0[0])
+    kl1 = 1.0 * (0.0 - s1[0])
+    kl = (kl0 + kl1) / 2
+    assert parts["ce"].item() == pytest.approx(ce, rel=1e-5)
+    assert parts["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert loss.item() == pytest.approx(0.75 * ce + 0.25 * kl, rel=1e-5)
+
+
+def test_temperature_scales_the_kl_term():
+    logits = torch.tensor([[[0.0, 0.0], [2.0, -1.0]]])
+    labels = torch.tensor([[-100, 0]])
+    ids, lps = torch.tensor([[[-1, -1], [0, 1]]]), torch.log(torch.tensor([[[1.0, 1.0], [0.7, 0.3]]]))
+    _, parts = offline_logits_loss(logits, labels, ids, lps, alpha=1.0, temperature=2.0)
+    s = torch.log_softmax(torch.tensor([0.0, 0.0]) / 2, -1)
+    p = torch.softmax(torch.log(torch.tensor([0.7, 0.3])) / 2, -1)
+    assert parts["kl"].item() == pytest.approx(4 * float((p * (p.log() - s)).sum()), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def method_spec(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("methods")
+    data = shrunken_spec(root, tiny_teacher, train=8, eval_=2)
+    for teacher in data["teachers"]:
+        teacher["generation"] = {"max_new_tokens": 6, "batch_size": 16, "temperature": 0.0, "top_logprobs": 4}
+    training = {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 0.01, "logging_steps": 1,
+                "max_length": 64, "warmup_ratio": 0.0, "lr_scheduler_type": "constant"}  # fmt: skip
+    arch = {"architecture": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+            "tokenizer": str(tiny_teacher)}  # fmt: skip
+    data["students"] = [
+        {"name": "s_sft", "base": arch, "method": "sft", "training": training},
+        {"name": "s_logits", "base": arch, "method": "offline_logits", "training": training},
+        {"name": "s_on_policy", "base": arch, "method": "on_policy", "training": training,
+         "on_policy": {"teacher": "teacher_a", "max_completion_length": 6}},
+        {"name": "s_lora", "base": arch, "method": "offline_logits", "training": training,
+         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+    ]  # fmt: skip
+    path = root / "distill.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def training_frame(method_spec, tiny_teacher):
+    from distill_assets.inputs import curate
+
+    backend = TransformersBackend.load(str(tiny_teacher), CPU, torch.float32, batch_size=16)
+    frames = {}
+    for task, teacher in method_spec.routing().items():
+        t = method_spec.task(task)
+        prompts, _, _, _ = curate(t, method_spec.resolve_path(t.source), method_spec.resolve_path(t.eval_source))
+        frames[teacher_task_key(teacher, task)] = generate_completions(
+            backend, prompts, method_spec.teacher(teacher), t
+        )
+    backend.close()
+    return merge_routed(frames, method_spec)
+
+
+def test_training_set_carries_top_logprobs(training_frame):
+    assert "top_logprobs" in training_frame.columns and training_frame["top_logprobs"].null_count() == 0
+    row = training_frame.row(0, named=True)
+    assert len(row["top_logprobs"][0]) == 4 and {"token", "token_id", "logprob"} == set(row["top_logprobs"][0][0])
+
+
+def test_collator_puts_teacher_steps_on_the_completion_tokens(method_spec, training_frame):
+    _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
+    row = training_frame.row(0, named=True)
+    prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, return_dict=True)
+    full = tokenizer.apply_chat_template(row["messages"], return_dict=True)
+    prompt, full = list(prompt["input_ids"]), list(full["input_ids"])
+    example = to_dataset(training_frame.head(1))[0]
+    labels = [-100] * len(prompt) + full[len(prompt) :]
+    batch = TopKCollator(pad_token_id=tokenizer.pad_token_id)([{**example, "input_ids": full, "labels": labels}])
+    first = len(prompt)
+    stored = [e["token_id"] for e in row["top_logprobs"][0]]
+    assert batch["teacher_token_ids"][0, first].tolist() == stored
+    assert (batch["teacher_token_ids"][0, :first] == -1).all()
+    # The greedy teacher's completion token is its top-1 at every step.
+    steps = len(row["top_logprobs"])
+    assert batch["teacher_token_ids"][0, first : first + steps, 0].tolist() == full[first : first + steps]
+
+
+def test_other_vocabulary_is_a_clear_error(training_frame, method_spec):
+    _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
+    shifted = training_frame.with_columns(
+        pl.col("top_logprobs").list.eval(
+            pl.element().list.eval(pl.element().struct.with_fields(token_id=pl.element().struct.field("token_id") + 1))
+        )
+    )
+    with pytest.raises(VocabularyMismatch, match="student's"):
+        check_vocabulary(shifted, tokenizer)
+    other = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    other.add_tokens(["<extra>"])
+    with pytest.raises(ValueError, match="another vocabulary"):
+        check_same_vocabulary(tokenizer, other, "teacher_a")
+
+
+@pytest.mark.parametrize("name", ["s_sft", "s_logits", "s_on_policy", "s_lora"])
+def test_method_trains_and_checkpoint_generates(name, method_spec, training_frame, tmp_path):
+    student = method_spec.student(name)
+    out = tmp_path / name
+    metrics = train_student(student, method_spec, training_frame, out, CPU, log=lambda _: None)
+    losses = [h["loss"] for h in metrics["loss_history"]]
+    assert len(losses) == 6 and min(losses[-2:]) < losses[0], losses
+    assert metrics["method"] == student.method and metrics["peak_memory_mb"] >= 0
+    model = AutoModelForCausalLM.from_pretrained(out)  # LoRA adapters are merged: plain from_pretrained
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    backend = TransformersBackend.load(str(out), CPU, torch.float32)
+    from resources.backends import SamplingParams
+
+    [completion] = backend.generate([[{"role": "user", "content": "12 km in m"}]], SamplingParams(max_new_tokens=4))
+    assert completion.num_tokens >= 1
+
+
+def test_spec_errors_name_the_method_field(method_spec, tmp_path):
+    data = yaml.safe_load((method_spec.base_dir / "distill.yaml").read_text())
+    data["teachers"][0]["generation"]["top_logprobs"] = 0
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="top_logprobs"):
+        load_spec(tmp_path / "a.yaml")
+    data = yaml.safe_load((method_spec.base_dir / "distill.yaml").read_text())
+    data["students"][2]["on_policy"] = {}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"on_policy\.teacher"):
+        load_spec(tmp_path / "b.yaml")
+    data["students"][2]["offline_logits"] = {"alpha": 0.5}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="offline_logits"):
+        load_spec(tmp_path / "c.yaml")
