@@ -121,7 +121,8 @@ def test_generation_entrypoint_through_pipes(spec_file, monkeypatch):
 
     with dg.DagsterInstance.ephemeral() as instance:
         inputs = dg.materialize(
-            list(defs.assets), selection=[dg.AssetKey("curated_inputs"), dg.AssetKey("eval_set")],
+            list(defs.assets),
+            selection=[dg.AssetKey(k) for k in ("curated_inputs", "eval_set", "dev_set")],
             partition_key="dates", resources=dict(defs.resources), instance=instance,
         )  # fmt: skip
         assert inputs.success
@@ -160,7 +161,7 @@ def test_generation_asset_takes_the_pipes_k8s_path(tmp_path, tiny_teacher, monke
     defs = build_definitions(spec_path)
     with dg.DagsterInstance.ephemeral() as instance:
         for keys, partition in (
-            (["curated_inputs", "eval_set"], "units"),
+            (["curated_inputs", "eval_set", "dev_set"], "units"),
             (["synthetic_completions"], "units|teacher_a"),
         ):
             result = dg.materialize(

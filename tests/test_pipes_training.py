@@ -56,7 +56,7 @@ def materialize_checkpoint(spec_path: Path) -> dg.MaterializeResult:
     frame_path = store.frame_path("training_set")
     frame_path.parent.mkdir(parents=True, exist_ok=True)
     demo_training_set().write_parquet(frame_path)  # the upstream asset, as the IO manager stores it
-    assets = [a for a in defs.assets if dg.AssetKey("student_checkpoint") in a.keys]
+    assets = [a for a in defs.assets if dg.AssetKey("student_checkpoint") in getattr(a, "keys", ())]
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             [*assets, dg.AssetSpec("training_set")],

@@ -44,7 +44,7 @@ def test_runs_and_materializations_persist_in_postgres(tmp_path, spec_file, monk
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         result = dg.materialize(
             list(defs.assets),
-            selection=[dg.AssetKey("curated_inputs"), dg.AssetKey("eval_set")],
+            selection=[dg.AssetKey("curated_inputs"), dg.AssetKey("eval_set"), dg.AssetKey("dev_set")],
             partition_key="reverse",
             resources=dict(defs.resources),
             instance=instance,

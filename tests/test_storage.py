@@ -99,7 +99,7 @@ def test_spec_storage_root_may_be_a_url(spec_file, memory_root, monkeypatch, tmp
 
     defs = build_definitions(spec_file)
     with dg.DagsterInstance.ephemeral() as instance:
-        selection = [dg.AssetKey("curated_inputs"), dg.AssetKey("eval_set")]  # one multi-asset
+        selection = [dg.AssetKey("curated_inputs"), dg.AssetKey("eval_set"), dg.AssetKey("dev_set")]  # one multi-asset
         result = dg.materialize(
             list(defs.assets), selection=selection, partition_key="dates", resources=dict(defs.resources),
             instance=instance,

@@ -197,7 +197,11 @@ def test_asset_graph_in_chromium_and_a_partition_materialized_through_the_ui(dag
                             "repositoryLocationName": location,
                             "repositoryName": "__repository__",
                             "jobName": "__ASSET_JOB",
-                            "assetSelection": [{"path": ["curated_inputs"]}, {"path": ["eval_set"]}],
+                            "assetSelection": [
+                                {"path": ["curated_inputs"]},
+                                {"path": ["eval_set"]},
+                                {"path": ["dev_set"]},
+                            ],
                         },
                         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "dates"}]},
                     }
