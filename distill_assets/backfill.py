@@ -39,7 +39,7 @@ GENERATION = dg.AssetKey("synthetic_completions")
 
 def observe_teachers(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str]:
     """Record each teacher's current version as an observation of teacher_spec; returns them."""
-    source = next(a for a in defs.assets or [] if getattr(a, "key", None) == TEACHER_SPEC)
+    source = next(a for a in defs.assets or [] if TEACHER_SPEC in a.keys)
     result = observe([source], instance=instance)
     return {
         e.partition: e.tags[DATA_VERSION_TAG]

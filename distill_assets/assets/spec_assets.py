@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from distill_assets.partitions import Partitions
 from distill_assets.spec import Spec, load_spec
@@ -42,7 +43,8 @@ def build(spec: Spec, partitions: Partitions, spec_path: Path) -> list:
         versions = current_teacher_versions(spec_path, known)
         return dg.DataVersionsByPartition({t: dg.DataVersion(v) for t, v in versions.items()})
 
-    return [teacher_spec]
+    # As an AssetsDefinition, like every other asset here (what Dagster does with a SourceAsset anyway).
+    return [create_external_asset_from_source_asset(teacher_spec)]
 
 
 def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str]) -> dict[str, str | None]:
