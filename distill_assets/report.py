@@ -184,6 +184,11 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _table_head(title: str, head: list[str]) -> list[str]:
+    """A section title and a markdown table's header rows."""
+    return ["", title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def to_markdown(report: dict, image: str | None = None) -> str:
     teachers = [m for m, e in report["models"].items() if e["role"] == "teacher"] or sorted(
         {t for task in report["tasks"].values() for t in task["teachers"]}
@@ -192,12 +197,7 @@ def to_markdown(report: dict, image: str | None = None) -> str:
     head = ["task", "routed teacher", *teachers]
     for s in students:
         head += [f"{s} before", f"{s} after", f"{s} retention"]
-    lines = [
-        "## Quality (exact match on the eval prompts)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines = _table_head("## Quality (exact match on the eval prompts)", head)[1:]
     for task, entry in report["tasks"].items():
         row = [task, entry["routed_teacher"], *(_fmt(entry["teachers"].get(t)) for t in teachers)]
         for s in students:
@@ -214,13 +214,10 @@ def to_markdown(report: dict, image: str | None = None) -> str:
         ("peak_memory_mb", "peak memory MB", ".1f"),
         ("cost_per_million_tokens_usd", "USD / M tokens", ".4f"),
     ]
-    lines += [
-        "",
+    lines += _table_head(
         f"## Efficiency (measured in one process on {report['hardware']}; ${report['hourly_price_usd']}/hour)",
-        "",
-        "| model | role | " + " | ".join(c[1] for c in cols) + " |",
-        "|" + "---|" * (len(cols) + 2),
-    ]
+        ["model", "role", *(c[1] for c in cols)],
+    )
     for name, e in report["models"].items():
         lines.append(f"| {name} | {e['role']} | " + " | ".join(_fmt(e.get(k), f) for k, _, f in cols) + " |")
     lines += ["", "## Students against the teachers", ""]
@@ -271,13 +268,7 @@ def _methods_markdown(report: dict) -> list[str]:
         return []
     tasks = list(report["tasks"])
     head = ["student", "size", "method", "steps x batch", *tasks, "mean", "train s", "train peak MB"]
-    lines = [
-        "",
-        "## Methods (exact match after distillation; training wall time and peak memory)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines = _table_head("## Methods (exact match after distillation; training wall time and peak memory)", head)
     for m in methods:
         mean = report["models"].get(m["student"], {}).get("mean_score")
         cells = [m["student"], m["size"], m["method"], f"{m['steps']} x {m['batch_size']}"]
@@ -299,13 +290,7 @@ def _data_markdown(data: list[dict]) -> list[str]:
         return []
     rules = list(data[0]["dropped"])
     head = ["teacher", "task", "generated", "kept", *(f"dropped: {r}" for r in rules), "verifier pass rate"]
-    lines = [
-        "",
-        "## Data (synthetic completions and what curation kept)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines = _table_head("## Data (synthetic completions and what curation kept)", head)
     for d in data:
         cells = [d["teacher"], d["task"], str(d["generated"]), str(d["kept"]), *(str(d["dropped"][r]) for r in rules)]
         lines.append("| " + " | ".join([*cells, _fmt(d["verifier_pass_rate"], ".1%")]) + " |")
