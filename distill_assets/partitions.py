@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from distill_assets.keys import teacher_task_key
 from distill_assets.spec import Spec
+
+__all__ = ["Partitions", "routed_keys", "teacher_task_key"]
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,6 @@ class Partitions:
             student=dg.StaticPartitionsDefinition([s.name for s in spec.students]),
             teacher=dg.StaticPartitionsDefinition([t.name for t in spec.teachers]),
         )
-
-
-def teacher_task_key(teacher: str, task: str) -> str:
-    """The partition key string Dagster uses for (teacher, task); dimensions sort by name."""
-    return str(dg.MultiPartitionKey({"teacher": teacher, "task": task}))
 
 
 def routed_keys(spec: Spec) -> list[str]:

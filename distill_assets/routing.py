@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from distill_assets.partitions import teacher_task_key
+from distill_assets.keys import teacher_task_key
 from distill_assets.spec import Spec
 
 ROUTING_SCHEMA = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from distill_assets.generation import chat_prompt
-from distill_assets.partitions import teacher_task_key
+from distill_assets.keys import teacher_task_key
 from distill_assets.spec import Spec
 
 

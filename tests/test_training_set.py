@@ -79,3 +79,10 @@ def test_export_writes_chat_jsonl_and_a_datasets_directory(spec_file, tmp_path):
     assert json.loads(lines[0])["messages"][-1]["role"] == "assistant"
     ds = datasets.load_from_disk(str(paths["datasets"]))
     assert ds.num_rows == merged.height and "messages" in ds.column_names
+
+
+@pytest.mark.parametrize(("teacher", "task"), [("teacher_a", "dates"), ("t-1", "a_task"), ("z", "b")])
+def test_partition_key_strings_are_dagsters(teacher, task):
+    import dagster as dg
+
+    assert teacher_task_key(teacher, task) == str(dg.MultiPartitionKey({"teacher": teacher, "task": task}))
