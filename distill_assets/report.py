@@ -275,6 +275,13 @@ def _methods_markdown(report: dict) -> list[str]:
         cells += [_fmt(m["scores"][t]) for t in tasks]
         cells += [_fmt(mean), _fmt(m["train_seconds"], ".0f"), _fmt(m["peak_memory_mb"], ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
+    sizes = [m["size"] for m in methods]
+    if len(set(sizes)) < len(sizes):  # methods compared at one size: say what one run can show
+        lines.append(
+            "\nEach row is one training run. Students of one size compare methods, but part of any "
+            "difference is the seed's; `python -m bench.methods_seeds --spec <spec>` trains them over "
+            "several seeds and reports each task's mean and range."
+        )
     for row in report.get("multi_teacher") or []:
         versus = ", ".join(f"{t} {_fmt(v)}" for t, v in row["teacher_means"].items())
         verdict = "above every teacher" if row["above_every_teacher"] else "not above every teacher"

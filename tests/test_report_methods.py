@@ -46,3 +46,7 @@ def test_multi_teacher_student_against_each_teacher_and_methods_table(spec_file)
     assert "| dates | teacher_b | 0.100 | 10 |  |" in md
     assert "| student_m | 16x1 | sft | 2 x 4 | 0.700 | 0.700 | 0.700 | 0.700 | 12 | 80 |" in md
     assert "above every teacher" in md and "![quality vs latency](quality_vs_latency.png)" in md
+    assert "bench.methods_seeds" not in md  # sizes differ: no method comparison to qualify
+    for m in report["methods"]:
+        m["size"] = "16x1"
+    assert "trains them over several seeds" in to_markdown(report, image="quality_vs_latency.png")
