@@ -36,18 +36,13 @@ from distill_assets.routing import decide_routing, dev_scores, routing_of
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training_set import merge_routed
 from distill_assets.verifiers import get_verifier
+from resources.devices import default_dtype
 from resources.transformers_backend import TransformersBackend
-
-
-def dtype_for(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], dict[str, str]]:
     """(training set, eval set per task, routing): the pipeline's data path as plain functions."""
-    dtype = dtype_for(device)
+    dtype = default_dtype(device)
     train, dev, evals = {}, {}, {}
     for task in spec.tasks:
         quality = spec.quality_for(task.name)
@@ -104,8 +99,7 @@ def train_and_score(job: dict) -> dict:
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    if job["threads"]:
-        torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job["threads"])
     spec = load_spec(Path(job["spec"]))
     student = spec.student(job["student"])
     training = student.training.model_copy(update={"seed": job["seed"], **job["overrides"]})
@@ -115,7 +109,7 @@ def train_and_score(job: dict) -> dict:
     training_set = pl.read_parquet(data / "training_set.parquet")
     with tempfile.TemporaryDirectory() as out:
         metrics = train_student(student, spec, training_set, Path(out) / "ckpt", device, log=lambda _: None)
-        backend = TransformersBackend.load(str(Path(out) / "ckpt"), device, dtype_for(device), 200)
+        backend = TransformersBackend.load(str(Path(out) / "ckpt"), device, default_dtype(device), 200)
         try:
             predictions = pl.concat(
                 [

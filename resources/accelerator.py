@@ -6,6 +6,8 @@ import dagster as dg
 import torch
 from pydantic import Field
 
+from resources.devices import default_dtype
+
 
 class Accelerator(dg.ConfigurableResource):
     """CUDA when present, CPU otherwise; bfloat16 on GPUs that support it, float32 on CPU."""
@@ -21,10 +23,7 @@ class Accelerator(dg.ConfigurableResource):
     def torch_dtype(self) -> torch.dtype:
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
-        device = self.torch_device()
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # CPU matmuls are fastest and exact in float32
+        return default_dtype(self.torch_device())
 
     def describe(self) -> str:
         device = self.torch_device()
