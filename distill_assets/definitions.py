@@ -47,7 +47,7 @@ def build_definitions(spec_path: str | os.PathLike) -> dg.Definitions:
         assets=assets,
         executor=k8s_deploy.executor(),  # DISTILL_EXECUTOR=k8s: one pod per step on Kubernetes
         asset_checks=quality_checks.build(spec, partitions),
-        sensors=spec_assets.build_sensors(spec, Path(spec_path)),
+        sensors=spec_assets.build_sensors(spec, Path(spec_path), lambda: routing_assets.current_routing(spec, store)),
         resources={
             "accelerator": Accelerator(),
             "store": store,

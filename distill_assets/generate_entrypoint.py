@@ -15,13 +15,11 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 from upath import UPath
 
-from distill_assets.generation import generate_completions, teacher_identity
+from distill_assets.generation import generate_completions
 from distill_assets.spec import default_spec_path, is_url, load_spec
 from resources.accelerator import Accelerator
-from resources.backends import build_backend
-from resources.cached_backend import CachedBackend
-from resources.generation_cache import GenerationCache
-from resources.storage import ArtifactStore, _read
+from resources.storage import ArtifactStore, read_frame
+from resources.teachers import cached_teacher
 
 
 def main() -> None:
@@ -35,17 +33,10 @@ def main() -> None:
     teacher, task = spec.teacher(args.teacher), spec.task(args.task)
     store = ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
     with open_dagster_pipes() as pipes:
-        inputs = _read(store.frame_path("curated_inputs", task.name))
+        inputs = read_frame(store.frame_path("curated_inputs", task.name))
         pipes.log.info(f"{teacher.name} ({teacher.backend}) on {task.name}: {inputs.height} prompts")
-        cache = GenerationCache(store.generation_cache_path())
-        backend = CachedBackend(
-            lambda: build_backend(teacher, spec, Accelerator()), cache, teacher_identity(teacher, spec)
-        )
-        try:
+        with cached_teacher(teacher, spec, Accelerator(), store.generation_cache_path()) as backend:
             frame = generate_completions(backend, inputs, teacher, task)
-        finally:
-            backend.close()
-            cache.close()
         out = UPath(args.out) if is_url(args.out) else Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("wb") as f:

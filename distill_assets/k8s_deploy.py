@@ -22,6 +22,15 @@ GPUS_ENV = "DISTILL_GPUS_PER_STEP"  # nvidia.com/gpu per GPU-pool step pod (defa
 VALUES_PATH = Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "values.yaml"
 
 
+def gpu_resources(gpus: int) -> dict[str, Any]:
+    """A container's `resources` asking for `gpus` GPUs (empty for none)."""
+    quantity = str(gpus)  # a Kubernetes quantity
+    return {"limits": {"nvidia.com/gpu": quantity}, "requests": {"nvidia.com/gpu": quantity}} if gpus else {}
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}  # the GPU nodes' taint
+
+
 def gpu_op_tags(gpus: int | None = None) -> dict[str, Any]:
     """The op tag that makes a step pod request GPUs and tolerate the GPU nodes' taint."""
     gpus = gpus if gpus is not None else int(os.environ.get(GPUS_ENV, "1"))
@@ -29,12 +38,8 @@ def gpu_op_tags(gpus: int | None = None) -> dict[str, Any]:
         return {"dagster-k8s/config": {"container_config": {}}}
     return {
         "dagster-k8s/config": {
-            "container_config": {
-                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}}
-            },
-            "pod_spec_config": {
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-            },
+            "container_config": {"resources": gpu_resources(gpus)},
+            "pod_spec_config": {"tolerations": [GPU_TOLERATION]},
         }
     }
 

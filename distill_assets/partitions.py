@@ -9,7 +9,11 @@ import dagster as dg
 from distill_assets.keys import teacher_task_key
 from distill_assets.spec import Spec
 
-__all__ = ["Partitions", "routed_keys", "teacher_task_key"]
+__all__ = ["ROUTED_TAG", "Partitions", "teacher_task_key"]
+
+# An asset tagged so holds one partition per routed teacher x task only (routing.Routing decides which):
+# the headless run and the teacher-change sensor materialize just those.
+ROUTED_TAG = {"distill/partitions": "routed"}
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,3 @@ class Partitions:
             student=dg.StaticPartitionsDefinition([s.name for s in spec.students]),
             teacher=dg.StaticPartitionsDefinition([t.name for t in spec.teachers]),
         )
-
-
-def routed_keys(spec: Spec) -> list[str]:
-    """The teacher x task partitions whose completions go into the training set."""
-    return [teacher_task_key(teacher, task) for task, teacher in sorted(spec.routing().items())]

@@ -1,8 +1,9 @@
-"""Run the whole pipeline headless: `python -m distill_assets.run [--spec distill.yaml]`.
+"""Run the pipeline headless: `python -m distill_assets.run [--spec distill.yaml] [--force]`.
 
-Materializes every asset, partition by partition and in dependency order, into the
-persistent Dagster instance ($DAGSTER_HOME, by default `.dagster_home/` in the project),
-so the runs, their metadata and the lineage are there to inspect in `dagster dev`
+Materializes what is missing or stale, partition by partition and in dependency order,
+into the persistent Dagster instance ($DAGSTER_HOME, by default `.dagster_home/` in the
+project), and prints what it skipped and why; `--force` materializes everything again.
+The runs, their metadata and the lineage are there to inspect in `dagster dev`
 afterwards. Prints where the report is and its headline numbers.
 """
 
@@ -15,17 +16,22 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
-from distill_assets.partitions import Partitions, routed_keys
-from distill_assets.routing import routed_partition_keys
-from distill_assets.spec import SpecError, default_spec_path, load_spec
+from distill_assets.assets.routing_assets import current_routing
+from distill_assets.definitions import build_definitions
+from distill_assets.partitions import ROUTED_TAG
+from distill_assets.routing import ROUTING_TABLE, Routing
+from distill_assets.spec import Spec, SpecError, default_spec_path, load_spec
+from distill_assets.staleness import StalePlan, StaleTracker, Steps, observe_teachers
 from resources.storage import ArtifactStore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Assets whose materializations count teacher requests (their metadata has requests_sent, cached_hits).
+ASKS_TEACHERS = ("synthetic_completions", "teacher_evaluation", "curated_completions")
 
 
 def instance_home() -> Path:
@@ -39,113 +45,156 @@ def instance_home() -> Path:
     return home
 
 
-def plan(spec_path: Path, all_partitions: bool = False) -> list[tuple[list[str], list[str | None] | Callable]]:
-    """(asset keys, partition keys) steps in dependency order.
+def store_of(spec: Spec) -> ArtifactStore:
+    return ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
 
-    With `routing: auto` the teachers are evaluated first and the routing table decides
-    which teacher x task partitions to generate: those steps' keys are a function, called
-    when the step is reached.
+
+def plan(spec_path: Path, all_partitions: bool = False, defs: dg.Definitions | None = None) -> Steps:
+    """(asset names, partition keys) steps in dependency order, read off the definitions' asset graph.
+
+    Each asset definition (a multi-asset is one step) is a step, with every partition, except
+    that assets tagged ROUTED_TAG get the routed teacher x task partitions only (all of them with
+    `all_partitions`). When the routing is measured, those are known only once the routing table
+    is: they are a function then, called when the step is reached, and the step is ordered after
+    the routing table.
     """
     spec = load_spec(spec_path)
-    parts = Partitions.from_spec(spec)
-    data = (["curated_inputs", "eval_set", "dev_set"], parts.task.get_partition_keys())
-    teachers = [(["teacher_evaluation"], parts.teacher_task.get_partition_keys()), (["routing_table"], [None])]
-    students = [
-        (["training_set"], [None]),
-        (["student_checkpoint"], parts.student.get_partition_keys()),
-    ]
-    tail = [
-        (["student_evaluation"], parts.student.get_partition_keys()),
-        (["model_efficiency"], [None]),
-        (["distillation_report"], [None]),
-    ]
-    if spec.routing_mode == "auto":
-        table = ArtifactStore(root=str(spec.storage_path())).frame_path("routing_table")
+    defs = defs or build_definitions(spec_path)
+    graph = defs.resolve_asset_graph()
+    routing = Routing.from_spec(spec)
+    materializable = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    nodes = list(dict.fromkeys(graph.get(k).assets_def for k in materializable))  # a multi-asset is one node
+    routed = {graph.get(k).assets_def for k in materializable if ROUTED_TAG.items() <= graph.get(k).tags.items()}
+    after = {n: {graph.get(p).assets_def for k in n.keys for p in graph.get(k).parent_keys} & set(nodes) for n in nodes}
+    after = {n: parents - {n} for n, parents in after.items()}
+    if routing.measured:
+        table = graph.get(dg.AssetKey(ROUTING_TABLE)).assets_def
+        for n in routed:
+            after[n].add(table)
+    steps: Steps = []
+    for node in _in_order(nodes, after):
+        names = sorted(k.to_user_string() for k in node.keys)
+        if node.partitions_def is None:
+            steps.append((names, [None]))
+        elif node in routed and not all_partitions:
+            steps.append((names, routing.partition_keys() if not routing.measured else _routed_keys(spec)))
+        else:
+            steps.append((names, list(node.partitions_def.get_partition_keys())))
+    return steps
 
-        def routed() -> list[str]:
-            return routed_partition_keys(pl.read_parquet(table))
 
-        generation = parts.teacher_task.get_partition_keys() if all_partitions else routed
-        return [data, *teachers, (["synthetic_completions"], generation), (["curated_completions"], routed),
-                *students, *tail]  # fmt: skip
-    generation = parts.teacher_task.get_partition_keys() if all_partitions else routed_keys(spec)
-    return [
-        data,
-        (["synthetic_completions"], generation),
-        (["curated_completions"], routed_keys(spec)),
-        *students,
-        *teachers,
-        *tail,
-    ]
+def _in_order(nodes: list, after: dict) -> list:
+    """A topological order that keeps the graph's own order among nodes that are ready together."""
+    done: list = []
+    pending = list(nodes)
+    while pending:
+        ready = next(n for n in pending if after[n] <= set(done))
+        done.append(ready)
+        pending.remove(ready)
+    return done
+
+
+def _routed_keys(spec: Spec):
+    """The routed partitions, read when the step is reached (the routing table is materialized by then)."""
+    return lambda: current_routing(spec, store_of(spec)).partition_keys()
+
+
+@dataclass
+class Materializer:
+    """Materializes steps into an instance; with `only_stale`, only what is missing or stale."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    echo: object = print
+    log_level: str = "INFO"
+    only_stale: bool = False
+    routing: Callable[[], Routing] | None = None  # the routing in force, for the stale check
+
+    def run(self, steps: Steps, observe: bool = True) -> StalePlan:
+        if observe:  # teacher versions first: each materialization records the ones it was built from
+            observe_teachers(self.defs, self.instance)
+        tracker = StaleTracker(self.defs, self.instance, self.routing) if self.only_stale else None
+        done = StalePlan()
+        for names, partitions in steps:
+            if tracker:
+                tracker.refresh()  # the data versions the steps before this one wrote
+            for partition in partitions() if callable(partitions) else partitions:
+                why = tracker.reason(names, partition) if tracker else "forced"
+                if why is None:
+                    done.skipped.setdefault("+".join(names), []).append(partition)
+                    continue
+                self.materialize(names, partition, why if tracker else None)
+                if tracker:
+                    tracker.choose(names, partition)
+                done.add(names, partition, why)
+        for label, partitions in done.skipped.items():
+            shown = f"[{', '.join(str(p) for p in partitions)}]" if partitions != [None] else ""
+            self.echo(f"  skipped {label}{shown}: up to date")
+        return done
+
+    def materialize(self, names: list[str], partition: str | None, why: str | None) -> None:
+        label = "+".join(names) + (f"[{partition}]" if partition else "")
+        started = time.time()
+        result = dg.materialize(
+            [*(self.defs.assets or []), *(self.defs.asset_checks or [])],  # checks run with the assets they guard
+            selection=[dg.AssetKey(k) for k in names],
+            partition_key=partition,
+            resources=dict(self.defs.resources or {}),
+            instance=self.instance,
+            # The run log keeps every event; the console shows the assets' own progress lines.
+            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
+            raise_on_error=False,
+        )
+        if not result.success:
+            failed = [
+                f"{e.asset_key.to_user_string()}:{e.check_name}"
+                for e in result.get_asset_check_evaluations()
+                if not e.passed
+            ]
+            because = f"; blocking check(s) failed: {', '.join(failed)}" if failed else ""
+            raise SystemExit(
+                f"FAILED: {label} (run {result.run_id}){because}; nothing downstream ran. "
+                "See `dagster dev` or the log above"
+            )
+        self.echo(f"  done {label} in {time.time() - started:.1f}s" + (f" ({why})" if why else ""))
 
 
 def run_pipeline(
-    defs: dg.Definitions, steps, instance: dg.DagsterInstance, echo=print, log_level: str = "INFO", observe=True
-) -> None:
-    if observe:  # teacher versions first: each materialization records the ones it was built from
-        from distill_assets.backfill import observe_teachers
-
-        observe_teachers(defs, instance)
-    assets = [*(defs.assets or []), *(defs.asset_checks or [])]  # checks run with the assets they guard
-    resources = dict(defs.resources or {})
-    # The run log keeps every event; the console shows the assets' own progress lines.
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    for keys, partition_keys in steps:
-        for partition_key in partition_keys() if callable(partition_keys) else partition_keys:
-            label = f"{'+'.join(keys)}" + (f"[{partition_key}]" if partition_key else "")
-            started = time.time()
-            result = dg.materialize(
-                assets,
-                selection=[dg.AssetKey(k) for k in keys],
-                partition_key=partition_key,
-                resources=resources,
-                instance=instance,
-                run_config=run_config,
-                raise_on_error=False,
-            )
-            if not result.success:
-                failed = [
-                    f"{e.asset_key.to_user_string()}:{e.check_name}"
-                    for e in result.get_asset_check_evaluations()
-                    if not e.passed
-                ]
-                because = f"; blocking check(s) failed: {', '.join(failed)}" if failed else ""
-                raise SystemExit(
-                    f"FAILED: {label} (run {result.run_id}){because}; nothing downstream ran. "
-                    "See `dagster dev` or the log above"
-                )
-            echo(f"  done {label} in {time.time() - started:.1f}s")
+    defs: dg.Definitions,
+    steps: Steps,
+    instance: dg.DagsterInstance,
+    echo=print,
+    log_level: str = "INFO",
+    observe: bool = True,
+    only_stale: bool = False,
+    routing: Callable[[], Routing] | None = None,
+) -> StalePlan:
+    """Materialize `steps` (all of them, or with `only_stale` what is missing or stale); returns what ran."""
+    return Materializer(defs, instance, echo, log_level, only_stale, routing).run(steps, observe)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", type=Path, default=default_spec_path(), help="the pipeline spec (distill.yaml)")
-    parser.add_argument(
-        "--all-partitions", action="store_true", help="generate every teacher x task, not only the routed ones"
-    )
-    args = parser.parse_args()
-    os.environ["DISTILL_SPEC"] = str(args.spec.resolve())
-    home = instance_home()
-    import datasets
-    import transformers
+def teacher_requests(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, dict[str, int]]:
+    """'asset[partition]' -> requests_sent and cached_hits, for what these runs materialized that asks teachers."""
+    out: dict[str, dict[str, int]] = {}
+    for asset in ASKS_TEACHERS:
+        for record in instance.fetch_materializations(dg.AssetKey(asset), limit=10_000).records:
+            meta = record.asset_materialization.metadata
+            if record.run_id in run_ids and "requests_sent" in meta:
+                out[f"{asset}[{record.asset_materialization.partition}]"] = {
+                    k: int(meta[k].value) for k in ("requests_sent", "cached_hits") if k in meta
+                }
+    return out
 
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    from distill_assets.definitions import build_definitions
 
-    try:
-        defs = build_definitions(args.spec)
-        steps = plan(args.spec, args.all_partitions)
-    except SpecError as err:
-        sys.exit(str(err))
-    started = time.time()
-    print(f"distill: running the pipeline of {args.spec} (Dagster instance at {home})", flush=True)
-    with dg.DagsterInstance.get() as instance:
-        run_pipeline(defs, steps, instance, echo=lambda line: print(line, flush=True))
-    spec = load_spec(args.spec)
+def run_ids(instance: dg.DagsterInstance) -> set[str]:
+    return {r.dagster_run.run_id for r in instance.get_run_records()}
+
+
+def print_report(spec: Spec) -> None:
     report_dir = spec.storage_path() / "report"
+    if not (report_dir / "report.json").is_file():
+        return
     report = json.loads((report_dir / "report.json").read_text())
-    print(f"\ndistill: finished in {time.time() - started:.0f}s")
     print(f"report: {report_dir / 'report.md'}\n        {report_dir / 'report.json'}")
     print(f"        {report_dir / 'quality_vs_latency.png'}")
     print("routing: " + ", ".join(f"{task} -> {teacher}" for task, teacher in sorted(report["routing"].items())))
@@ -161,6 +210,51 @@ def main() -> None:
     for row in report.get("multi_teacher", []):
         versus = ", ".join(f"{t} {v:.3f}" for t, v in row["teacher_means"].items() if v is not None)
         print(f"  {row['student']} (from {', '.join(row['teachers'])}): mean {row['student_mean']:.3f} vs {versus}")
+
+
+def quiet_progress_bars() -> None:
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def load(spec_path: Path) -> tuple[Spec, dg.Definitions]:
+    """The spec and its definitions, or exit with the spec's error (a message naming the field)."""
+    os.environ["DISTILL_SPEC"] = str(spec_path.resolve())
+    try:
+        return load_spec(spec_path), build_definitions(spec_path)
+    except SpecError as err:
+        sys.exit(str(err))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", type=Path, default=default_spec_path(), help="the pipeline spec (distill.yaml)")
+    parser.add_argument("--force", action="store_true", help="materialize everything, stale or not")
+    parser.add_argument(
+        "--all-partitions", action="store_true", help="generate every teacher x task, not only the routed ones"
+    )
+    args = parser.parse_args()
+    home = instance_home()
+    quiet_progress_bars()
+    spec, defs = load(args.spec)
+    steps = plan(args.spec, args.all_partitions, defs)
+    started = time.time()
+    what = "everything" if args.force else "what is missing or stale"
+    print(f"distill: materializing {what} in {args.spec} (Dagster instance at {home})", flush=True)
+    with dg.DagsterInstance.get() as instance:
+        before = run_ids(instance)
+        echo = lambda line: print(line, flush=True)  # noqa: E731
+        routing = lambda: current_routing(spec, store_of(spec))  # noqa: E731
+        done = run_pipeline(defs, steps, instance, echo=echo, only_stale=not args.force, routing=routing)
+        requests = teacher_requests(instance, run_ids(instance) - before)
+    sent = sum(r.get("requests_sent", 0) for r in requests.values())
+    cached = sum(r.get("cached_hits", 0) for r in requests.values())
+    print(f"\ndistill: finished in {time.time() - started:.0f}s: {len(done)} partition(s) materialized")
+    print(f"teacher requests sent: {sent} ({cached} answered by the generation cache)")
+    print_report(spec)
 
 
 if __name__ == "__main__":

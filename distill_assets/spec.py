@@ -366,7 +366,7 @@ class Spec(_Strict):
     students: list[StudentSpec] = Field(min_length=1)
     routing_mode: Literal["fixed", "auto"] = Field(
         "fixed",
-        alias="routing",  # the spec's key; `Spec.routing()` is the fixed task -> teacher map
+        alias="routing",  # the spec's key; routing.Routing is the task -> teacher decision
         description="fixed: teachers[].tasks assign each task; auto: the teacher best on each task's dev split "
         "(the routing_table asset) generates its data",
     )
@@ -427,14 +427,6 @@ class Spec(_Strict):
     def quality_for(self, task: str) -> QualitySpec:
         """The task's own `quality` block if it has one, else the top-level one."""
         return self.task(task).quality or self.quality
-
-    def routing(self) -> dict[str, str]:
-        """task -> the teacher that generates its training data, as the spec fixes it.
-
-        With `routing: auto` the spec fixes nothing: the routing_table asset decides; this
-        then names each task's first candidate (used only where no measurement exists yet).
-        """
-        return {task.name: self.candidates(task.name)[0] for task in self.tasks}
 
     def candidates(self, task: str) -> list[str]:
         """The teachers that may generate a task's data (exactly one with `routing: fixed`)."""

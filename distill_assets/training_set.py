@@ -9,21 +9,20 @@ import polars as pl
 
 from distill_assets.generation import chat_prompt
 from distill_assets.keys import teacher_task_key
+from distill_assets.routing import Routing
 from distill_assets.spec import Spec
 
 
-def merge_routed(
-    completions: dict[str, pl.DataFrame], spec: Spec, routing: dict[str, str] | None = None
-) -> pl.DataFrame:
+def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec, routing: Routing) -> pl.DataFrame:
     """Keep, per task, only the routed teacher's answered completions; add chat-format messages.
 
-    `completions` is keyed by teacher x task partition key; `routing` (task -> teacher) is the
-    routing table's decision, by default the spec's fixed one. Every routed partition must
+    `completions` is keyed by teacher x task partition key; `routing` says which teacher each
+    task's completions come from (the spec's or the routing table's). Every routed partition must
     be present: training on a silently missing task would be worse than failing. The
     teachers' top-k log-probabilities ride along for offline logit distillation.
     """
     frames = []
-    for task, teacher in sorted((routing or spec.routing()).items()):
+    for task, teacher in sorted(routing.teachers.items()):
         key = teacher_task_key(teacher, task)
         if key not in completions:
             raise KeyError(f"synthetic_completions partition {key!r} is missing; materialize it first")

@@ -12,11 +12,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from distill_assets.spec import Spec, TeacherSpec
-    from resources.accelerator import Accelerator
 
 Messages = list[dict[str, str]]
 Progress = Callable[[int, int], None]  # (done, total)
@@ -99,36 +94,3 @@ class TeacherBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model or connections."""
-
-
-def build_backend(teacher: TeacherSpec, spec: Spec, accelerator: Accelerator) -> TeacherBackend:
-    """The backend a teacher's spec names, loaded and ready (imports each engine only when used)."""
-    if teacher.backend == "transformers":
-        from resources.transformers_backend import TransformersBackend
-
-        return TransformersBackend.load(
-            spec.resolve(teacher.model),
-            accelerator.torch_device(),
-            accelerator.torch_dtype(),
-            batch_size=teacher.generation.batch_size,
-            revision=teacher.revision,
-        )
-    if teacher.backend == "vllm":
-        from resources.vllm_backend import VLLMBackend
-
-        dtype = "auto" if accelerator.dtype == "auto" else accelerator.dtype
-        return VLLMBackend.load(spec.resolve(teacher.model), dtype=dtype, revision=teacher.revision)
-    if teacher.backend == "openai":
-        from resources.http_backend import HttpBackend
-        from resources.retry import RetryPolicy
-
-        return HttpBackend(
-            base_urls=teacher.base_urls,
-            model=teacher.model,
-            api_key=HttpBackend.api_key_from_env(teacher.api_key_env),
-            concurrency=teacher.concurrency,
-            timeout_s=teacher.timeout_s,
-            retry=RetryPolicy(max_retries=teacher.max_retries),
-            name=teacher.name,
-        )
-    raise ValueError(f"teachers.{teacher.name}.backend: unknown backend {teacher.backend!r}")

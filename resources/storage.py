@@ -12,7 +12,7 @@ from pydantic import Field
 from upath import UPath
 
 
-def _safe(partition_key: str) -> str:
+def partition_file_stem(partition_key: str) -> str:
     """A file name for a partition key ('teacher_a|dates' -> 'teacher_a__dates')."""
     return re.sub(r"[^A-Za-z0-9_.-]", "__", partition_key)
 
@@ -78,15 +78,29 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.path("cache", "generations.sqlite")
 
     def frame_path(self, asset: str, partition_key: str | None = None) -> Path | UPath:
-        name = f"{_safe(partition_key)}.parquet" if partition_key else "data.parquet"
+        name = f"{partition_file_stem(partition_key)}.parquet" if partition_key else "data.parquet"
         return self.url("frames", asset, name)
+
+
+AS_DICT = "distill/partitions_as_dict"
+
+
+def partitions_in(mapping: dg.PartitionMapping | None = None) -> dg.AssetIn:
+    """An input that arrives as a dict keyed by partition, whether it maps to one partition or many.
+
+    Without it Dagster's rule applies: an input that resolves to a single upstream partition
+    is handed over as that partition's frame, so an asset reading "all tasks" would get a
+    bare frame the day the spec has one task.
+    """
+    return dg.AssetIn(partition_mapping=mapping or dg.AllPartitionMapping(), metadata={AS_DICT: True})
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as parquet under the artifact root, one file per partition.
 
     A partitioned asset that maps to one upstream partition receives that frame; an
-    unpartitioned one (or one that maps to several) receives a dict keyed by partition.
+    unpartitioned one (or one that maps to several, or an input made with `partitions_in`)
+    receives a dict keyed by partition.
     """
 
     store: ArtifactStore
@@ -112,14 +126,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         name = self._asset_name(context)
         if not context.has_asset_partitions:
-            return _read(self.store.frame_path(name))
+            return read_frame(self.store.frame_path(name))
         keys = context.asset_partition_keys
-        if context.has_partition_key and len(keys) == 1:
-            return _read(self.store.frame_path(name, keys[0]))
-        return {key: _read(self.store.frame_path(name, key)) for key in keys}
+        if context.has_partition_key and len(keys) == 1 and not context.definition_metadata.get(AS_DICT):
+            return read_frame(self.store.frame_path(name, keys[0]))
+        return {key: read_frame(self.store.frame_path(name, key)) for key in keys}
 
 
-def _read(path: Path | UPath) -> pl.DataFrame:
+def read_frame(path: Path | UPath) -> pl.DataFrame:
     if isinstance(path, UPath):
         with path.open("rb") as f:
             return pl.read_parquet(f)

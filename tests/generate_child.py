@@ -11,9 +11,9 @@ import polars as pl
 
 from distill_assets.generation import generate_completions, teacher_identity
 from distill_assets.spec import TaskSpec, TeacherSpec
-from resources.backends import build_backend
 from resources.cached_backend import CachedBackend
 from resources.generation_cache import GenerationCache
+from resources.teachers import build_backend
 
 
 def demo_prompts(count: int) -> pl.DataFrame:
@@ -41,7 +41,7 @@ TASK = TaskSpec(name="demo", source="unused.jsonl")
 def run(url: str, cache_path: str, prompts: int, concurrency: int) -> tuple[pl.DataFrame, CachedBackend]:
     teacher = http_teacher(url, concurrency)
     cache = GenerationCache(cache_path)
-    backend = CachedBackend(build_backend(teacher, spec=None, accelerator=None), cache, teacher_identity(teacher))
+    backend = CachedBackend(build_backend(teacher, spec=None, placement=None), cache, teacher_identity(teacher))
     try:
         return generate_completions(backend, demo_prompts(prompts), teacher, TASK), backend
     finally:

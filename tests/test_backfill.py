@@ -6,13 +6,14 @@ import json
 
 import dagster as dg
 import yaml
-from dagster._core.definitions.data_version import StaleStatus
 
-from distill_assets.backfill import backfill, observe_teachers, plan_stale, stale_status_resolver
+from distill_assets.assets.routing_assets import current_routing
+from distill_assets.backfill import backfill
 from distill_assets.definitions import build_definitions
 from distill_assets.partitions import teacher_task_key
-from distill_assets.run import plan, run_pipeline
+from distill_assets.run import plan, run_pipeline, store_of
 from distill_assets.spec import load_spec
+from distill_assets.staleness import StaleStatus, observe_teachers, plan_stale, stale_status_resolver
 
 # Up to the training set, plus the teachers' evaluation: the part of the graph a teacher touches,
 # without training students (test_pipeline covers those).
@@ -89,7 +90,12 @@ def test_one_teacher_changed_backfills_only_its_partitions(spec_file):
         assert plan_run.partitions("training_set") == [None]  # downstream of the regenerated partition
         assert plan_run.partitions("curated_inputs") == []
         # Teacher requests: every reverse prompt once (12), all of them teacher_b's; none of teacher_a's.
-        assert done["requests_sent"] == 12 and set(done["per_partition"]) == {b_reverse}
+        # teacher_b's evaluation ran again (its version changed) but greedy eval answers come from the cache.
+        asked = {k for k, r in done["per_partition"].items() if r["requests_sent"]}
+        assert done["requests_sent"] == 12 and asked == {f"synthetic_completions[{b_reverse}]"}
+        assert {k for k in done["per_partition"] if k.startswith("teacher_evaluation")} == {
+            f"teacher_evaluation[{teacher_task_key('teacher_b', k)}]" for k in ("dates", "reverse", "units")
+        }
         after = latest_storage_ids(instance, SYNTHETIC)
         for key in (teacher_task_key("teacher_a", "dates"), teacher_task_key("teacher_a", "units")):
             assert after[key] == before[key]  # teacher_a's partitions were not materialized again
@@ -119,7 +125,7 @@ def test_adding_and_removing_a_teacher_and_task_keeps_other_materializations(spe
         assert stale.partitions("synthetic_completions") == [c_key]
         assert stale.partitions("training_set") == [None]
         done = backfill(defs, new_steps, instance, echo=quiet.append)
-        assert set(done["per_partition"]) == {c_key}
+        assert set(done["per_partition"]) == {f"synthetic_completions[{c_key}]"}
         after = latest_storage_ids(instance, SYNTHETIC)
         assert {k: after[k] for k in before} == before  # the others kept their materializations
 
@@ -129,10 +135,12 @@ def test_adding_and_removing_a_teacher_and_task_keeps_other_materializations(spe
 
         edit(spec_file, remove)
         defs = build_definitions(spec_file)
-        stale = plan_stale(defs, generation_steps, instance)
+        spec = load_spec(spec_file)
+        routing = lambda: current_routing(spec, store_of(spec))  # noqa: E731
+        stale = plan_stale(defs, generation_steps, instance, routing)
         assert [keys for keys, _ in stale.steps] == [["training_set"]]  # only the merge, without dates_copy
-        backfill(defs, generation_steps, instance, echo=quiet.append)
-        assert len(plan_stale(defs, generation_steps, instance)) == 0
+        backfill(defs, generation_steps, instance, echo=quiet.append, routing=routing)
+        assert len(plan_stale(defs, generation_steps, instance, routing)) == 0
         assert {k: v for k, v in latest_storage_ids(instance, SYNTHETIC).items() if k in before} == before
 
 

@@ -13,9 +13,10 @@ import time
 import pytest
 
 from distill_assets.generation import generate_completions
-from resources.backends import Request, SamplingParams, build_backend
+from resources.backends import Request, SamplingParams
 from resources.http_backend import HttpBackend
 from resources.retry import RetryPolicy
+from resources.teachers import build_backend
 from resources.transformers_backend import TransformersBackend
 from tests.conftest import PROJECT_DIR
 from tests.generate_child import TASK, demo_prompts, http_teacher, run

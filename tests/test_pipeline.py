@@ -4,12 +4,12 @@ import json
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from transformers import AutoModelForCausalLM
 
 from distill_assets.definitions import build_definitions
 from distill_assets.run import plan, run_pipeline
 from distill_assets.spec import load_spec
+from distill_assets.staleness import DATA_VERSION_TAG
 from distill_assets.versions import checkpoint_version, frame_version
 from tests.conftest import PROJECT_DIR
 

@@ -6,7 +6,7 @@ import yaml
 
 from distill_assets.definitions import build_definitions
 from distill_assets.plots import pareto_front, write_quality_latency_plot
-from distill_assets.routing import decide_routing, routing_of
+from distill_assets.routing import Routing, decide_routing
 from distill_assets.run import plan, run_pipeline
 from distill_assets.spec import load_spec
 from tests.conftest import shrunken_spec
@@ -36,7 +36,8 @@ def test_auto_routes_each_task_to_its_best_teacher_on_dev(tmp_path, tiny_teacher
                 ("teacher_a", "units", 0.4, 3), ("teacher_b", "units", 0.7, 3),
                 ("teacher_a", "reverse", 0.5, 3), ("teacher_b", "reverse", 0.5, 3)]),  # a tie: listed first wins
     )  # fmt: skip
-    assert routing_of(table) == {"dates": "teacher_a", "units": "teacher_b", "reverse": "teacher_a"}
+    assert Routing.from_table(table).teachers == {"dates": "teacher_a", "units": "teacher_b", "reverse": "teacher_a"}
+    assert Routing.from_table(table).measured
     assert table.filter(pl.col("task") == "dates").height == 1  # only candidates are listed
     assert set(table["mode"]) == {"auto"}
 
@@ -44,7 +45,7 @@ def test_auto_routes_each_task_to_its_best_teacher_on_dev(tmp_path, tiny_teacher
 def test_fixed_routing_keeps_the_spec_and_shows_dev_scores(spec_file):
     spec = load_spec(spec_file)
     table = decide_routing(spec, scores([("teacher_b", "dates", 1.0, 5), ("teacher_a", "dates", 0.0, 5)]))
-    assert routing_of(table) == spec.routing()
+    assert Routing.from_table(table) == Routing.from_spec(spec) and not Routing.from_spec(spec).measured
     row = table.filter((pl.col("task") == "dates") & (pl.col("teacher") == "teacher_b")).row(0, named=True)
     assert row["dev_score"] == 1.0 and not row["routed"]
 
@@ -55,6 +56,7 @@ def test_auto_routed_graph_builds_the_training_set_from_the_routing_table(tmp_pa
     steps = plan(path)
     names = [keys[0] for keys, _ in steps]
     assert names.index("routing_table") < names.index("synthetic_completions")
+    assert callable(dict((keys[0], parts) for keys, parts in steps)["synthetic_completions"])  # known at run time
     upto = steps[: names.index("training_set") + 1]
     with dg.DagsterInstance.ephemeral() as instance:
         run_pipeline(build_definitions(path), upto, instance, echo=lambda _: None)
@@ -64,7 +66,7 @@ def test_auto_routed_graph_builds_the_training_set_from_the_routing_table(tmp_pa
     train = pl.read_parquet(root / "curated_inputs/dates.parquet")
     assert dev.height == 3 and not set(dev["prompt_id"]) & set(train["prompt_id"])
     training = pl.read_parquet(root / "training_set/data.parquet")
-    assert dict(training.select("task", "teacher").unique().iter_rows()) == routing_of(table)
+    assert dict(training.select("task", "teacher").unique().iter_rows()) == Routing.from_table(table).teachers
     generated = {p.stem for p in (root / "synthetic_completions").glob("*.parquet")}
     assert len(generated) == 3  # only the routed teacher x task partitions were generated
 

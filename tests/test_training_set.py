@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 
 from distill_assets.generation import COMPLETION_SCHEMA
-from distill_assets.partitions import routed_keys, teacher_task_key
+from distill_assets.partitions import teacher_task_key
+from distill_assets.routing import Routing
 from distill_assets.spec import load_spec
 from distill_assets.training_set import export, merge_routed
 
@@ -36,9 +37,9 @@ def test_each_task_comes_from_its_routed_teacher(spec_file):
         for teacher in spec.teachers
         for task in spec.tasks
     }
-    merged = merge_routed(every, spec)
+    merged = merge_routed(every, spec, Routing.from_spec(spec))
     assert merged.height == 9
-    assert dict(merged.select("task", "teacher").unique().iter_rows()) == spec.routing()
+    assert dict(merged.select("task", "teacher").unique().iter_rows()) == Routing.from_spec(spec).teachers
     first = merged.filter(pl.col("task") == "reverse").row(0, named=True)
     assert first["messages"] == [
         {"role": "user", "content": "reverse prompt 0"},
@@ -48,13 +49,16 @@ def test_each_task_comes_from_its_routed_teacher(spec_file):
 
 
 def test_routed_keys_match_dagster_partition_keys(spec_file):
-    assert routed_keys(load_spec(spec_file)) == ["dates|teacher_a", "reverse|teacher_b", "units|teacher_a"]
+    keys = Routing.from_spec(load_spec(spec_file)).partition_keys()
+    assert keys == ["dates|teacher_a", "reverse|teacher_b", "units|teacher_a"]
 
 
 def test_missing_routed_partition_is_an_error(spec_file):
     spec = load_spec(spec_file)
     with pytest.raises(KeyError, match=r"reverse\|teacher_b"):
-        merge_routed({teacher_task_key("teacher_a", "dates"): completions("teacher_a", "dates")}, spec)
+        merge_routed(
+            {teacher_task_key("teacher_a", "dates"): completions("teacher_a", "dates")}, spec, Routing.from_spec(spec)
+        )
 
 
 def test_system_prompt_is_kept_in_messages(spec_file, tmp_path):
@@ -64,15 +68,16 @@ def test_system_prompt_is_kept_in_messages(spec_file, tmp_path):
     data["tasks"][0]["system_prompt"] = "Answer with the date only."
     spec_file.write_text(yaml.safe_dump(data))
     spec = load_spec(spec_file)
-    parts = {k: completions(*reversed(k.split("|"))) for k in routed_keys(spec)}
-    merged = merge_routed(parts, spec)
+    routing = Routing.from_spec(spec)
+    merged = merge_routed({k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}, spec, routing)
     dates = merged.filter(pl.col("task") == "dates").row(0, named=True)
     assert dates["messages"][0] == {"role": "system", "content": "Answer with the date only."}
 
 
 def test_export_writes_chat_jsonl_and_a_datasets_directory(spec_file, tmp_path):
     spec = load_spec(spec_file)
-    merged = merge_routed({k: completions(*reversed(k.split("|"))) for k in routed_keys(spec)}, spec)
+    routing = Routing.from_spec(spec)
+    merged = merge_routed({k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}, spec, routing)
     paths = export(merged, tmp_path / "exports")
     lines = paths["jsonl"].read_text().splitlines()
     assert len(lines) == merged.height

@@ -1,15 +1,18 @@
 """Stage 2b: curated completions, one partition per (teacher, task): what is kept, what is dropped and why."""
 
+from contextlib import ExitStack
+
 import dagster as dg
 import polars as pl
 
 from distill_assets.curation import RULES, curate_completions, judge_scores, summary
-from distill_assets.partitions import Partitions
+from distill_assets.partitions import ROUTED_TAG, Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.verifiers import get_verifier
 from resources.accelerator import Accelerator
-from resources.backends import build_backend
+from resources.storage import ArtifactStore
+from resources.teachers import cached_teacher
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
@@ -24,11 +27,13 @@ def build(spec: Spec, partitions: Partitions) -> list:
             ),
         },
         group_name="curation",
+        tags=ROUTED_TAG,  # curated for the training set: the routed teacher x task partitions only
         kinds={"polars"},
     )
     def curated_completions(
         context: dg.AssetExecutionContext,
         accelerator: Accelerator,
+        store: ArtifactStore,
         synthetic_completions: pl.DataFrame,
         curated_inputs: pl.DataFrame,
     ) -> pl.DataFrame:
@@ -37,19 +42,18 @@ def build(spec: Spec, partitions: Partitions) -> list:
         quality = spec.quality_for(task.name)
         frame = synthetic_completions.join(curated_inputs.select("prompt_id", "reference"), on="prompt_id", how="left")
         verifier = get_verifier(task.verifier) if task.verifier else None
-        backend = judge = None
-        if task.judge:
-            judge_teacher = spec.teacher(task.judge.teacher)
-            backend = build_backend(judge_teacher, spec, accelerator)
+        with ExitStack() as stack:
+            judge = None
+            if task.judge:  # through the generation cache: a rerun asks the judge nothing again
+                cache = store.generation_cache_path()
+                backend = stack.enter_context(
+                    cached_teacher(spec.teacher(task.judge.teacher), spec, accelerator, cache)
+                )
 
-            def judge(prompts, completions):
-                return judge_scores(backend, prompts, completions, task.judge)
+                def judge(prompts, completions):
+                    return judge_scores(backend, prompts, completions, task.judge)
 
-        try:
             curated = curate_completions(frame, quality, verifier, judge, task.judge.threshold if task.judge else 0.0)
-        finally:
-            if backend is not None:
-                backend.close()
         stats = summary(curated)
         context.log.info(
             f"{teacher.name}/{task.name}: kept {stats['kept']} of {stats['generated']}, {stats['dropped']}"

@@ -5,6 +5,7 @@ import polars as pl
 
 from distill_assets.inputs import curate, problem_counts, split_eval, teacher_prompt_budget, write_quarantine
 from distill_assets.partitions import Partitions
+from distill_assets.routing import Routing
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from resources.storage import ArtifactStore
@@ -34,7 +35,8 @@ def build(spec: Spec, partitions: Partitions) -> list:
         task = spec.task(context.partition_key)
         source = spec.resolve_path(task.source)
         eval_source = spec.resolve_path(task.eval_source) if task.eval_source else None
-        teacher = spec.teacher(spec.routing()[task.name])
+        # Checked against the spec's routing: under `routing: auto`, the task's first candidate teacher.
+        teacher = spec.teacher(Routing.from_spec(spec).teacher(task.name))
         budget = teacher_prompt_budget(
             spec.resolve(teacher.model),
             teacher.generation.max_new_tokens,

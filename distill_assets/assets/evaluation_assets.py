@@ -6,8 +6,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import progress_logger
-from distill_assets.assets.spec_assets import TEACHER_SPEC
-from distill_assets.assets.training_assets import load_routed, routing_inputs
+from distill_assets.assets.routing_assets import routed_completions, routed_inputs
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
 from distill_assets.generation import chat_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
@@ -15,13 +14,16 @@ from distill_assets.partitions import Partitions
 from distill_assets.plots import embed_url, pareto_front, quality_latency_points, write_quality_latency_plot
 from distill_assets.report import build_report, data_section, read_training_metrics, to_markdown, write_report
 from distill_assets.spec import Spec
+from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
 from distill_assets.versions import report_lineage
 from resources.accelerator import Accelerator
-from resources.backends import build_backend
-from resources.storage import ArtifactStore
+from resources.storage import ArtifactStore, partitions_in
+from resources.teachers import cached_teacher
 from resources.transformers_backend import TransformersBackend
+
+GPU = {"pool": "gpu", "op_tags": gpu_op_tags()}  # serialised on the GPU; on Kubernetes the pod requests one
 
 
 def _scores_metadata(predictions: pl.DataFrame) -> dict:
@@ -33,48 +35,61 @@ def _scores_metadata(predictions: pl.DataFrame) -> dict:
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
-    settings = spec.evaluation
-    report_curated_ins, report_curated_deps = routing_inputs(spec)
-    report_curated_ins.pop("routing_table", None)  # the report reads routing_table in either mode
+    return [
+        teacher_evaluation_asset(spec, partitions),
+        student_evaluation_asset(spec, partitions),
+        model_efficiency_asset(spec),
+        distillation_report_asset(spec),
+    ]
 
+
+def teacher_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDefinition:
     by_task = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
 
     @dg.asset(
         description="A teacher's predictions on one task's eval prompts (stage teacher) and dev prompts "
-        "(stage dev, for routing), scored by the task metric.",
+        "(stage dev, for routing), scored by the task metric; answers come through the generation cache.",
         partitions_def=partitions.teacher_task,
         ins={"eval_set": dg.AssetIn(partition_mapping=by_task), "dev_set": dg.AssetIn(partition_mapping=by_task)},
         deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
-        pool="gpu",
-        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
+        **GPU,
     )
     def teacher_evaluation(
-        context: dg.AssetExecutionContext, accelerator: Accelerator, eval_set: pl.DataFrame, dev_set: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        accelerator: Accelerator,
+        store: ArtifactStore,
+        eval_set: pl.DataFrame,
+        dev_set: pl.DataFrame,
     ) -> pl.DataFrame:
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
-        backend = build_backend(teacher, spec, accelerator)  # the same engine that generates its data
-        try:
-            predictions = score_predictions(backend, eval_set, task, settings, teacher.name, "teacher")
-            if dev_set.height:
-                dev = score_predictions(backend, dev_set, task, settings, teacher.name, "dev")
-                predictions = pl.concat([predictions, dev])
-        finally:
-            backend.close()
-        context.add_output_metadata(_scores_metadata(predictions))
+        splits = {"teacher": eval_set, "dev": dev_set}
+        frames, sent, cached = [], 0, 0
+        with cached_teacher(teacher, spec, accelerator, store.generation_cache_path()) as backend:
+            for stage, prompts in splits.items():
+                if prompts.height:
+                    frames.append(score_predictions(backend, prompts, task, spec.evaluation, teacher.name, stage))
+                    sent, cached = sent + backend.stats.sent, cached + backend.stats.cached
+        predictions = pl.concat(frames)
+        context.add_output_metadata({**_scores_metadata(predictions), "requests_sent": sent, "cached_hits": cached})
         return predictions
+
+    return teacher_evaluation
+
+
+def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDefinition:
+    settings = spec.evaluation
 
     @dg.asset(
         description="A student's predictions on every task's eval prompts, before and after distillation.",
         partitions_def=partitions.student,
-        ins={"eval_set": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        ins={"eval_set": partitions_in()},
         deps=[dg.AssetKey("student_checkpoint")],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
-        pool="gpu",
-        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
+        **GPU,
     )
     def student_evaluation(
         context: dg.AssetExecutionContext,
@@ -105,15 +120,20 @@ def build(spec: Spec, partitions: Partitions) -> list:
         context.add_output_metadata(_scores_metadata(predictions))
         return predictions
 
+    return student_evaluation
+
+
+def model_efficiency_asset(spec: Spec) -> dg.AssetsDefinition:
+    settings = spec.evaluation
+
     @dg.asset(
         description="Size, time to first token, latency, throughput, memory and cost of every teacher and student, "
         "measured one after another in one process on the same hardware.",
-        ins={"eval_set": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        ins={"eval_set": partitions_in()},
         deps=[dg.AssetDep("student_checkpoint", partition_mapping=dg.AllPartitionMapping())],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
-        pool="gpu",
-        op_tags=gpu_op_tags(),  # on Kubernetes: the step pod requests nvidia.com/gpu
+        **GPU,
     )
     def model_efficiency(
         context: dg.AssetExecutionContext,
@@ -146,13 +166,20 @@ def build(spec: Spec, partitions: Partitions) -> list:
         )
         return frame
 
+    return model_efficiency
+
+
+def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
+    report_curated_ins, report_curated_deps = routed_inputs(spec)
+    report_curated_ins.pop("routing_table", None)  # the report reads routing_table in either mode
+
     @dg.asset(
         description="Quality kept and efficiency gained: per task each teacher and each student before and after, "
         "retention, per model size, latency, throughput, memory and cost, and what curation kept and dropped "
         "(report.md and report.json).",
         ins={
-            "teacher_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-            "student_evaluation": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "teacher_evaluation": partitions_in(),
+            "student_evaluation": partitions_in(),
             "model_efficiency": dg.AssetIn(),
             "training_set": dg.AssetIn(),
             "routing_table": dg.AssetIn(),
@@ -175,7 +202,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
         hardware = model_efficiency["hardware"][0]
         efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
-        curated_completions = curated.get("curated_completions") or load_routed(store, routing_table)
+        _, curated_completions = routed_completions(spec, store, {**curated, "routing_table": routing_table})
         data = data_section(curated_completions, training_set)
         training = {s.name: read_training_metrics(store.checkpoint_dir(s.name)) for s in spec.students}
         report = build_report(
@@ -198,7 +225,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
             }
         )
 
-    return [teacher_evaluation, student_evaluation, model_efficiency, distillation_report]
+    return distillation_report
 
 
 def _headline(report: dict) -> dict:

@@ -4,19 +4,17 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import generation_logger
-from distill_assets.assets.spec_assets import TEACHER_SPEC
-from distill_assets.generation import generate_completions, teacher_identity
+from distill_assets.generation import generate_completions
 from distill_assets.k8s_deploy import gpu_op_tags
-from distill_assets.partitions import Partitions
+from distill_assets.partitions import ROUTED_TAG, Partitions
 from distill_assets.pipes_generation import generate_in_pod
 from distill_assets.spec import Spec
+from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
 from distill_assets.versions import frame_version
 from resources.accelerator import Accelerator
-from resources.backends import build_backend
-from resources.cached_backend import CachedBackend
-from resources.generation_cache import GenerationCache
 from resources.storage import ArtifactStore
+from resources.teachers import cached_teacher
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
@@ -31,6 +29,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         # The teacher's spec version: editing one teacher makes only its partitions stale.
         deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
         group_name="generation",
+        tags=ROUTED_TAG,  # the headless run generates the routed teacher x task partitions only
         kinds={"pytorch", "huggingface", "polars"},
         pool="gpu",
         # on Kubernetes the step pod requests nvidia.com/gpu, unless every teacher generates elsewhere
@@ -49,18 +48,9 @@ def build(spec: Spec, partitions: Partitions) -> list:
         )
         if teacher.k8s is not None:  # in a GPU pod of its own, through Dagster's PipesK8sClient
             return generate_in_pod(context, teacher, task, store)
-        cache = GenerationCache(store.generation_cache_path())
-        backend = CachedBackend(
-            lambda: build_backend(teacher, spec, accelerator),  # loaded only if the cache lacks answers
-            cache,
-            teacher_identity(teacher, spec),
-            report=generation_logger(context, f"{teacher.name}/{task.name}"),
-        )
-        try:
+        report = generation_logger(context, f"{teacher.name}/{task.name}")
+        with cached_teacher(teacher, spec, accelerator, store.generation_cache_path(), report) as backend:
             frame = generate_completions(backend, curated_inputs, teacher, task)
-        finally:
-            backend.close()
-            cache.close()
         stats = backend.stats
         tokens = int(frame["num_tokens"].sum())
         failed = frame.filter(pl.col("error").is_not_null())

@@ -1,39 +1,34 @@
 """Stage 0: the spec's teachers as an observable source, and the sensor that backfills on a change.
 
-`teacher_spec[teacher]` is observed, not materialized: its data version per teacher is
-the hash of that teacher's spec (distill.yaml, read again at every observation). The
-teacher's `synthetic_completions` and `teacher_evaluation` partitions depend on it, so
-editing one teacher makes only that teacher's partitions stale.
+`teacher_spec[teacher]` is observed, not materialized: its data version per teacher is the
+hash of that teacher's spec (see distill_assets/staleness.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from distill_assets.partitions import Partitions
-from distill_assets.spec import Spec, load_spec
-from distill_assets.versions import teacher_versions
-
-TEACHER_SPEC = dg.AssetKey("teacher_spec")
-
-
-def current_teacher_versions(spec_path: Path, known: list[str]) -> dict[str, str]:
-    """Versions from the spec file as it is on disk now, so a running `dagster dev` sees an edit
-    without a reload; only for the teachers the loaded definitions have partitions for."""
-    versions = teacher_versions(load_spec(spec_path))
-    return {t: v for t, v in versions.items() if t in known}
+from distill_assets.routing import Routing
+from distill_assets.spec import Spec
+from distill_assets.staleness import (
+    DATA_VERSION_TAG,
+    TEACHER_SPEC,
+    changed_teacher_subset,
+    current_teacher_versions,
+    observed_teacher_versions,
+)
 
 
 def build(spec: Spec, partitions: Partitions, spec_path: Path) -> list:
     known = [t.name for t in spec.teachers]
 
     @dg.observable_source_asset(
-        name="teacher_spec",
+        name=TEACHER_SPEC.to_user_string(),
         description="Each teacher's spec (backend, model and revision, prompt template, sampling) as a version: "
         "observe it after editing distill.yaml to see which partitions are stale.",
         partitions_def=partitions.teacher,
@@ -43,22 +38,11 @@ def build(spec: Spec, partitions: Partitions, spec_path: Path) -> list:
         versions = current_teacher_versions(spec_path, known)
         return dg.DataVersionsByPartition({t: dg.DataVersion(v) for t, v in versions.items()})
 
-    # As an AssetsDefinition, like every other asset here (what Dagster does with a SourceAsset anyway).
-    return [create_external_asset_from_source_asset(teacher_spec)]
+    return [teacher_spec]
 
 
-def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str]) -> dict[str, str | None]:
-    """The last observed version per teacher, None where it was never observed."""
-    out: dict[str, str | None] = {}
-    for teacher in teachers:
-        record = instance.get_latest_data_version_record(TEACHER_SPEC, True, partition_key=teacher)
-        event = record.asset_observation if record else None
-        out[teacher] = event.tags.get(DATA_VERSION_TAG) if event and event.tags else None
-    return out
-
-
-def build_sensors(spec: Spec, spec_path: Path) -> list:
-    from distill_assets.backfill import changed_teacher_subset  # the planner imports the asset graph
+def build_sensors(spec: Spec, spec_path: Path, routing: Callable[[], Routing]) -> list:
+    """`routing` gives the routing in force when the sensor ticks (the routing table's, once there is one)."""
 
     @dg.sensor(
         description="Observes teacher_spec every minute; when a teacher's version changes, launches a backfill of "
@@ -75,7 +59,7 @@ def build_sensors(spec: Spec, spec_path: Path) -> list:
         changed = [t for t in changed if launched.get(t) != current[t]]
         if not changed:
             return dg.SkipReason("no teacher's spec changed since it was last observed")
-        subset = changed_teacher_subset(context.repository_def.asset_graph, spec, changed)
+        subset = changed_teacher_subset(context.repository_def.asset_graph, spec, changed, routing())
         context.update_cursor(json.dumps({**launched, **{t: current[t] for t in changed}}))
         return dg.SensorResult(
             asset_events=[

@@ -3,11 +3,11 @@
 import dagster as dg
 import polars as pl
 
+from distill_assets.assets.routing_assets import routed_completions, routed_inputs
 from distill_assets.curation import ACROSS_RULES, dedup_across, kept
 from distill_assets.k8s_deploy import gpu_op_tags
-from distill_assets.partitions import Partitions, routed_keys
+from distill_assets.partitions import Partitions
 from distill_assets.pipes_training import train_with_pipes
-from distill_assets.routing import routed_partition_keys, routing_of
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import train_student
@@ -17,26 +17,8 @@ from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
 
-def load_routed(store: ArtifactStore, table: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """The routed partitions of curated_completions, read from the store.
-
-    With `routing: auto` the routed partitions are only known at run time, so they cannot be
-    an input's partition mapping; the asset declares a dependency on all of them instead.
-    """
-    return {key: pl.read_parquet(store.frame_path("curated_completions", key)) for key in routed_partition_keys(table)}
-
-
-def routing_inputs(spec: Spec) -> tuple[dict, list]:
-    """(ins, deps) for an asset that reads the routed curated_completions: fixed keys, or via routing_table."""
-    if spec.routing_mode == "auto":
-        deps = [dg.AssetDep("curated_completions", partition_mapping=dg.AllPartitionMapping())]
-        return {"routing_table": dg.AssetIn()}, deps
-    mapping = dg.SpecificPartitionsPartitionMapping(routed_keys(spec))
-    return {"curated_completions": dg.AssetIn(partition_mapping=mapping)}, []
-
-
 def build(spec: Spec, partitions: Partitions) -> list:
-    ins, deps = routing_inputs(spec)
+    ins, deps = routed_inputs(spec)
 
     @dg.asset(
         description="Each task's curated completions from its routed teacher (routing_table), duplicates across "
@@ -47,11 +29,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         kinds={"polars", "huggingface"},
     )
     def training_set(context: dg.AssetExecutionContext, store: ArtifactStore, **inputs) -> dg.Output[pl.DataFrame]:
-        if spec.routing_mode == "auto":
-            table = inputs["routing_table"]
-            curated_completions, routing = load_routed(store, table), routing_of(table)
-        else:
-            curated_completions, routing = inputs["curated_completions"], spec.routing()
+        routing, curated_completions = routed_completions(spec, store, inputs)
         merged = merge_routed({key: kept(frame) for key, frame in curated_completions.items()}, spec, routing)
         frame, dropped = dedup_across(merged, spec.quality)
         exported = export(frame, store.path("exports"))

@@ -1,0 +1,223 @@
+"""Teacher staleness: each teacher's version as an observation, and which partitions are stale because of it.
+
+`teacher_spec[teacher]` is an observable source asset whose data version per teacher is the
+hash of that teacher's spec (distill.yaml, read again at every observation). A teacher's
+`synthetic_completions` and `teacher_evaluation` partitions depend on it, so editing one
+teacher makes only that teacher's partitions stale. This module is what the assets (the
+sensor), the headless run and the backfill share: it sits below all of them.
+
+Staleness is Dagster's own, the resolver the UI uses. Dagster 1.13 exports no public name for
+it, nor for an observation's data-version tag or an asset-graph subset; the few private imports
+below are those, each with the reason beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+# No public API in 1.13 for per-partition staleness: the UI's resolver and its loading context.
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+
+# RunRequest.for_asset_graph_subset (public) takes this class, which has no public constructor module.
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+
+# The tag an observation's data version travels in, and the staleness resolver (no public names).
+from dagster._core.definitions.data_version import DATA_VERSION_TAG, CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.events import AssetKeyPartitionKey  # the element type of AssetGraphSubset
+from dagster._time import get_current_datetime  # the clock Dagster's own temporal context uses
+
+from distill_assets.keys import teacher_task_key
+from distill_assets.partitions import ROUTED_TAG
+from distill_assets.routing import Routing
+from distill_assets.spec import Spec, load_spec
+from distill_assets.versions import teacher_versions
+
+__all__ = [
+    "DATA_VERSION_TAG",
+    "TEACHER_SPEC",
+    "StalePlan",
+    "StaleStatus",
+    "StaleTracker",
+    "changed_teacher_subset",
+    "current_teacher_versions",
+    "observe_teachers",
+    "observed_teacher_versions",
+    "stale_status_resolver",
+]
+
+TEACHER_SPEC = dg.AssetKey("teacher_spec")
+GENERATION = dg.AssetKey("synthetic_completions")
+
+Partitions = list[str | None] | Callable[[], list[str | None]]
+Steps = list[tuple[list[str], Partitions]]
+
+
+def current_teacher_versions(spec_path: Path, known: list[str]) -> dict[str, str]:
+    """Versions from the spec file as it is on disk now, so a running `dagster dev` sees an edit
+    without a reload; only for the teachers the loaded definitions have partitions for."""
+    versions = teacher_versions(load_spec(spec_path))
+    return {t: v for t, v in versions.items() if t in known}
+
+
+def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str]) -> dict[str, str | None]:
+    """The last observed version per teacher, None where it was never observed."""
+    out: dict[str, str | None] = {}
+    for teacher in teachers:
+        record = instance.get_latest_data_version_record(TEACHER_SPEC, True, partition_key=teacher)
+        event = record.asset_observation if record else None
+        out[teacher] = event.tags.get(DATA_VERSION_TAG) if event and event.tags else None
+    return out
+
+
+def observe_teachers(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+    """Record each teacher's current version as an observation of teacher_spec (what the UI's *Observe* does)."""
+    source = defs.resolve_assets_def(TEACHER_SPEC)
+    job = dg.define_asset_job("observe_teacher_spec", selection=dg.AssetSelection.keys(TEACHER_SPEC))
+    dg.Definitions(assets=[source], jobs=[job]).resolve_job_def(job.name).execute_in_process(instance=instance)
+
+
+def stale_status_resolver(defs: dg.Definitions, instance: dg.DagsterInstance) -> CachingStaleStatusResolver:
+    """Dagster's own staleness resolver, the one the UI uses, over these definitions."""
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    return CachingStaleStatusResolver(instance, graph, view)
+
+
+@dataclass
+class StalePlan:
+    """What a run materialized (or a dry run would), step by step, and why."""
+
+    steps: list[tuple[list[str], list[str | None]]] = field(default_factory=list)
+    why: dict[tuple[str, str | None], str] = field(default_factory=dict)  # (asset, partition) -> reason
+    skipped: dict[str, list[str | None]] = field(default_factory=dict)  # step label -> partitions up to date
+
+    def add(self, names: list[str], partition: str | None, why: str) -> None:
+        if not self.steps or self.steps[-1][0] != names:
+            self.steps.append((names, []))
+        self.steps[-1][1].append(partition)
+        self.why[("+".join(names), partition)] = why
+
+    def partitions(self, asset: str) -> list[str | None]:
+        return [p for keys, parts in self.steps if asset in keys for p in parts]
+
+    def lines(self) -> list[str]:
+        return [f"  {a}{f'[{p}]' if p else ''}: {why}" for (a, p), why in self.why.items()]
+
+    def __len__(self) -> int:
+        return sum(len(parts) for _, parts in self.steps)
+
+
+class StaleTracker:
+    """Why a partition must be materialized (missing, stale, or downstream of one chosen), or None.
+
+    `refresh()` after materializing reads the instance again: a step then sees the data versions
+    its upstream steps just wrote.
+    """
+
+    def __init__(
+        self, defs: dg.Definitions, instance: dg.DagsterInstance, routing: Callable[[], Routing] | None = None
+    ):
+        self.defs, self.instance, self.routing = defs, instance, routing
+        self.graph = defs.resolve_asset_graph()
+        self.chosen: set[tuple[dg.AssetKey, str | None]] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.resolver = stale_status_resolver(self.defs, self.instance)
+
+    def reason(self, names: list[str], partition: str | None) -> str | None:
+        keys = [dg.AssetKey(n) for n in names]
+        checks = (self._status, self._routed_partitions_changed, self._upstream_chosen)
+        return next((why for check in checks for key in keys if (why := check(key, partition))), None)
+
+    def choose(self, names: list[str], partition: str | None) -> None:
+        self.chosen.update((dg.AssetKey(n), partition) for n in names)
+
+    def _status(self, key: dg.AssetKey, partition: str | None) -> str | None:
+        status = self.resolver.get_status(key, partition)
+        if status == StaleStatus.MISSING:
+            return "missing"
+        if status != StaleStatus.STALE:
+            return None
+        causes = self.resolver.get_stale_root_causes(key, partition) or self.resolver.get_stale_causes(key, partition)
+        return "stale: " + "; ".join(f"{_label(c.asset_key, c.partition_key)} {c.reason}" for c in causes)
+
+    def _routed_partitions_changed(self, key: dg.AssetKey, partition: str | None) -> str | None:
+        """An unpartitioned asset whose routed upstream partitions changed (a teacher or task removed, or
+        routed elsewhere): Dagster sees no new upstream data then, so the asset records the partitions it read."""
+        if partition is not None or self.routing is None:
+            return None
+        event = self.instance.get_latest_materialization_event(key)
+        recorded = event.asset_materialization.metadata.get("routed_partitions") if event else None
+        now = self.routing().partition_keys()
+        if recorded is None or list(recorded.value) == now:
+            return None
+        return f"stale: routed partitions changed from {recorded.value} to {now}"
+
+    def _upstream_chosen(self, key: dg.AssetKey, partition: str | None) -> str | None:
+        for parent in sorted(self.graph.get(key).parent_keys):
+            if self.graph.get(parent).is_partitioned:
+                parents = self.graph.get_parent_partition_keys_for_child(partition, parent, key)
+                keys: Iterable[str | None] = parents.partitions_subset.get_partition_keys()
+            else:
+                keys = [None]
+            for p in keys:
+                if (parent, p) in self.chosen:
+                    return f"downstream of {_label(parent, p)}"
+        return None
+
+
+def _label(key: dg.AssetKey, partition: str | None) -> str:
+    return key.to_user_string() + (f"[{partition}]" if partition else "")
+
+
+def plan_stale(
+    defs: dg.Definitions, steps: Steps, instance: dg.DagsterInstance, routing: Callable[[], Routing] | None = None
+) -> StalePlan:
+    """The partitions of `steps` that are stale or missing, plus every one downstream of them, without
+    materializing anything (a dry run: routed partitions come from the routing table as it is now)."""
+    tracker = StaleTracker(defs, instance, routing)
+    plan = StalePlan()
+    for names, partitions in steps:
+        for partition in partitions() if callable(partitions) else partitions:
+            if why := tracker.reason(names, partition):
+                tracker.choose(names, partition)
+                plan.add(names, partition, why)
+    return plan
+
+
+def changed_teacher_subset(graph, spec: Spec, teachers: list[str], routing: Routing) -> AssetGraphSubset:
+    """The partitions a change of these teachers touches, and everything downstream (for the sensor)."""
+    routed = set(routing.partition_keys())
+    roots: set[AssetKeyPartitionKey] = set()
+    for teacher in teachers:
+        for task in (t.name for t in spec.tasks):
+            key = teacher_task_key(teacher, task)
+            if key in routed:
+                roots.add(AssetKeyPartitionKey(GENERATION, key))
+            roots.add(AssetKeyPartitionKey(dg.AssetKey("teacher_evaluation"), key))
+    seen, todo = set(roots), list(roots)
+    while todo:
+        node = todo.pop()
+        for child in graph.get(node.asset_key).child_keys:
+            if graph.get(child).is_partitioned:
+                parts = graph.get_child_partition_keys_of_parent(node.partition_key, node.asset_key, child)
+            else:
+                parts = [None]
+            for p in parts:
+                # Only the routed teacher x task partitions of a routed asset, as the headless run does.
+                if ROUTED_TAG.items() <= graph.get(child).tags.items() and p not in routed:
+                    continue
+                item = AssetKeyPartitionKey(child, p)
+                if item not in seen:
+                    seen.add(item)
+                    todo.append(item)
+    return AssetGraphSubset.from_asset_partition_set(seen, graph)
