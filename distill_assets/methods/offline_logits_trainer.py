@@ -1,29 +1,21 @@
-"""Offline logit distillation: learn the teacher's top-k next-token distribution stored with its completions.
+"""The trainer behind method offline_logits (offline_logits.py builds it): top-k KL loss, collator, trainer.
 
 TRL has no trainer for precomputed teacher log-probabilities, so this is a small addition
 on top of SFTTrainer: a collator that lines the stored top-k (token_id, logprob) up with
 the completion tokens, and a loss that adds a KL term on the top-k mass to the
-cross-entropy. The teacher is never loaded during training.
+cross-entropy.
 """
 
 from __future__ import annotations
 
 import math
 
-import datasets
-import polars as pl
 import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from distill_assets.methods.sft import sft_config, to_prompt_completion
-
 IGNORE = -100
-
-
-class VocabularyMismatch(ValueError):
-    """The teacher's stored token ids do not mean the same tokens in the student's vocabulary."""
 
 
 def offline_logits_loss(
@@ -54,38 +46,6 @@ def offline_logits_loss(
     per_token = (torch.special.xlogy(teacher, teacher) - teacher * student).sum(-1)
     kl = per_token[kl_mask].mean() * temperature**2 if kl_mask.any() else ce * 0.0
     return (1 - alpha) * ce + alpha * kl, {"ce": ce.detach(), "kl": kl.detach()}
-
-
-def check_vocabulary(frame: pl.DataFrame, tokenizer, sample: int = 200) -> None:
-    """Fail clearly when the stored teacher tokens are not the student's: the ids would point at other tokens."""
-    if "top_logprobs" not in frame.columns or frame["top_logprobs"].null_count() == frame.height:
-        raise ValueError(
-            "training set: no top_logprobs column or all null; offline_logits needs the teachers' "
-            "generation.top_logprobs > 0 (regenerate the synthetic completions)"
-        )
-    missing = frame.filter(pl.col("top_logprobs").is_null())
-    if missing.height:
-        teachers = sorted(set(missing["teacher"]))
-        raise ValueError(f"training set: {missing.height} rows from {teachers} have no top_logprobs")
-    vocab = tokenizer.get_vocab()
-    for row in frame.head(sample).iter_rows(named=True):
-        for step in row["top_logprobs"]:
-            for entry in step:
-                if entry["token_id"] is None or vocab.get(entry["token"]) != entry["token_id"]:
-                    raise VocabularyMismatch(
-                        f"teacher {row['teacher']}: token {entry['token']!r} has id {entry['token_id']} in the "
-                        f"teacher's vocabulary but {vocab.get(entry['token'])} in the student's; offline_logits "
-                        "needs a student with the teacher's tokenizer (or use method: sft)"
-                    )
-
-
-def to_dataset(frame: pl.DataFrame) -> datasets.Dataset:
-    """Prompt/completion rows plus each completion step's teacher top-k ids and log-probabilities."""
-    dataset = to_prompt_completion(frame)
-    steps = frame["top_logprobs"].to_list()
-    ids = [[[e["token_id"] for e in step] for step in row] for row in steps]
-    logprobs = [[[e["logprob"] for e in step] for step in row] for row in steps]
-    return dataset.add_column("teacher_token_ids", ids).add_column("teacher_logprobs", logprobs)
 
 
 class TopKCollator(DataCollatorForLanguageModeling):
@@ -127,46 +87,3 @@ class OfflineLogitsTrainer(SFTTrainer):
         for name, value in parts.items():
             self._metrics[mode][name].append(value.item())
         return (loss, outputs) if return_outputs else loss
-
-
-def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
-    """Keep the teacher steps of rows whose completion re-tokenizes to as many tokens as the teacher generated.
-
-    The teacher generated one step per token, plus one for its end token when it stopped.
-    A row whose completion the student's tokenizer splits differently (a non-canonical
-    tokenization) keeps its cross-entropy but loses its KL term; when most rows disagree the
-    vocabularies differ, and that is an error.
-    """
-    texts = [row[0]["content"] for row in dataset["completion"]]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    ok = [len(steps) in (n, n + 1) for steps, n in zip(dataset["teacher_token_ids"], lengths)]
-    if ok and sum(ok) / len(ok) < 0.5:
-        raise VocabularyMismatch(
-            f"only {sum(ok)}/{len(ok)} completions have as many student tokens as the teacher generated: the "
-            "teacher's tokens do not line up with the student's tokenization (different vocabularies)"
-        )
-    if not all(ok):
-        log(f"offline_logits: {len(ok) - sum(ok)} of {len(ok)} rows tokenize differently; they train on CE only")
-        keep = dict(enumerate(ok))
-        dataset = dataset.map(
-            lambda row, i: {} if keep[i] else {"teacher_token_ids": [], "teacher_logprobs": []}, with_indices=True
-        )
-    return dataset
-
-
-def build_trainer(ctx) -> OfflineLogitsTrainer:
-    settings = ctx.student.method_settings()
-    check_vocabulary(ctx.training_set, ctx.tokenizer)
-    dataset = align(to_dataset(ctx.training_set), ctx.tokenizer, ctx.log)
-    args = sft_config({**ctx.args, "remove_unused_columns": False}, ctx.tokenizer)
-    return OfflineLogitsTrainer(
-        model=ctx.model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=ctx.tokenizer,
-        data_collator=TopKCollator(pad_token_id=ctx.tokenizer.pad_token_id),
-        callbacks=ctx.callbacks,
-        peft_config=ctx.peft_config,
-        alpha=settings.alpha,
-        temperature=settings.temperature,
-    )
