@@ -71,7 +71,7 @@ def task_scores(predictions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-class _PeakRss:
+class PeakRss:
     """Samples this process's resident memory in a thread; the peak above a baseline."""
 
     def __init__(self, interval: float = 0.005):
@@ -85,7 +85,7 @@ class _PeakRss:
             self.peak = max(self.peak, self.process.memory_info().rss)
             time.sleep(self.interval)
 
-    def __enter__(self) -> _PeakRss:
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 
@@ -129,7 +129,7 @@ def measure_efficiency(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with _PeakRss() as rss:
+    with PeakRss() as rss:
         backend = TransformersBackend.load(path, device, dtype, batch_size=settings.throughput_batch_size)
         encoded = backend.encode(prompts)
         full = SamplingParams(max_new_tokens=settings.max_new_tokens)

@@ -148,7 +148,7 @@ def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
             {
                 "student": s.name,
                 "size": _size(s),
-                "method": s.method + (" + lora" if s.lora else ""),
+                "method": s.method_label(),
                 "steps": s.training.max_steps,
                 "batch_size": s.training.per_device_train_batch_size,
                 "train_seconds": t.get("train_seconds"),

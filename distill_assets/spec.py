@@ -12,12 +12,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="lowercase letters, digits, _")]
+from distill_assets.methods import METHODS
+from distill_assets.specbase import Name, StrictModel
 
 SPEC_ENV = "DISTILL_SPEC"
 STORAGE_ENV = "DISTILL_STORAGE_ROOT"
@@ -26,10 +27,6 @@ LOCAL_STORAGE_ENV = "DISTILL_LOCAL_ROOT"  # the local working folder when the st
 
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the file and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 DEFAULT_REFUSAL_PATTERNS = [
@@ -45,7 +42,7 @@ DEFAULT_LEAK_PATTERNS = [
 ]
 
 
-class QualitySpec(_Strict):
+class QualitySpec(StrictModel):
     """Bounds for the data-quality checks and switches for curation; every field has a default."""
 
     min_prompt_chars: int = Field(1, ge=1, description="shortest prompt accepted")
@@ -87,7 +84,7 @@ DEFAULT_RUBRIC = (
 )
 
 
-class JudgeSpec(_Strict):
+class JudgeSpec(StrictModel):
     """LLM-as-judge: a configured teacher scores each completion against a rubric."""
 
     teacher: Name = Field(description="the teacher whose backend does the judging")
@@ -96,7 +93,7 @@ class JudgeSpec(_Strict):
     max_new_tokens: int = Field(16, ge=1)
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     name: Name
     source: str = Field(description="JSONL, Parquet or CSV file, or a `datasets` directory")
     eval_source: str | None = Field(
@@ -140,7 +137,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class GenerationSpec(_Strict):
+class GenerationSpec(StrictModel):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -162,7 +159,7 @@ Backend = Literal["transformers", "vllm", "openai"]
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class TeacherPodSpec(_Strict):
+class TeacherPodSpec(StrictModel):
     """Generation in a Kubernetes pod of its own, through Dagster's PipesK8sClient (a GPU node per teacher)."""
 
     image: str = Field(description="an image with this project installed (the code location's image)")
@@ -172,7 +169,7 @@ class TeacherPodSpec(_Strict):
     env_secrets: list[str] = Field(default_factory=list, description="secrets mounted as env (API keys, S3)")
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictModel):
     name: Name
     backend: Backend = Field("transformers", description="transformers (local), vllm (GPU) or openai (HTTP)")
     model: str = Field(description="a local Hugging Face directory or a hub id; for openai, the served model name")
@@ -230,7 +227,7 @@ class TeacherSpec(_Strict):
         return json.dumps(self.model_dump(include={"backend", "model", "revision"}), sort_keys=True)
 
 
-class ArchitectureSpec(_Strict):
+class ArchitectureSpec(StrictModel):
     hidden_size: int = Field(ge=8)
     num_hidden_layers: int = Field(ge=1)
     num_attention_heads: int = Field(4, ge=1)
@@ -243,7 +240,7 @@ class ArchitectureSpec(_Strict):
         return self
 
 
-class StudentBase(_Strict):
+class StudentBase(StrictModel):
     model: str | None = Field(None, description="a pre-trained model: local directory or hub id")
     architecture: ArchitectureSpec | None = Field(None, description="build a Llama from scratch")
     tokenizer: str | None = Field(None, description="tokenizer for a from-scratch student")
@@ -257,7 +254,7 @@ class StudentBase(_Strict):
         return self
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(StrictModel):
     max_steps: int = Field(1000, ge=1)
     per_device_train_batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -269,7 +266,7 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(50, ge=1)
 
 
-class LoraSpec(_Strict):
+class LoraSpec(StrictModel):
     """PEFT LoRA adapters instead of full fine-tuning; merged into the weights before the checkpoint is saved."""
 
     r: int = Field(8, ge=1, description="adapter rank")
@@ -282,35 +279,7 @@ class LoraSpec(_Strict):
     )
 
 
-class SftMethod(_Strict):
-    """Response distillation: cross-entropy on the teacher's completions (TRL SFTTrainer)."""
-
-
-class OnPolicyMethod(_Strict):
-    """On-policy distillation (TRL DistillationTrainer): the student generates, the teacher scores every token."""
-
-    teacher: Name | None = Field(
-        None, description="the teacher loaded next to the student (default: the only teacher); trains on its tasks"
-    )
-    beta: float = Field(
-        0.5, ge=0, le=1, description="generalized JSD interpolation: 0 forward KL, 1 reverse KL, 0.5 JSD"
-    )
-    temperature: float = Field(1.0, gt=0, description="sampling and loss temperature")
-    max_completion_length: int = Field(32, ge=1, description="tokens the student generates per prompt")
-
-
-class OfflineLogitsMethod(_Strict):
-    """Offline logit distillation from the teacher's top-k log-probabilities stored with the synthetic data."""
-
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the top-k KL term; 1 - alpha weighs the cross-entropy")
-    temperature: float = Field(1.0, gt=0, description="softens student and teacher distributions in the KL term")
-
-
-METHODS = {"sft": SftMethod, "on_policy": OnPolicyMethod, "offline_logits": OfflineLogitsMethod}
-Method = Literal["sft", "on_policy", "offline_logits"]
-
-
-class LauncherSpec(_Strict):
+class LauncherSpec(StrictModel):
     """How student training runs: in the Dagster step, or as a data-parallel job through Dagster Pipes."""
 
     kind: Literal["in_process", "torchrun", "accelerate"] = Field(
@@ -320,13 +289,13 @@ class LauncherSpec(_Strict):
     extra_args: list[str] = Field(default_factory=list, description="passed to the launcher before the module")
 
 
-class StudentSpec(_Strict):
+MethodName = Literal[tuple(METHODS)]  # the registered methods: sft, on_policy, offline_logits
+
+
+class _StudentFields(StrictModel):
     name: Name
     base: StudentBase
-    method: Method = Field("sft", description="sft | on_policy | offline_logits")
-    sft: SftMethod | None = Field(None, description="settings of method sft")
-    on_policy: OnPolicyMethod | None = Field(None, description="settings of method on_policy")
-    offline_logits: OfflineLogitsMethod | None = Field(None, description="settings of method offline_logits")
+    method: MethodName = Field("sft", description=" | ".join(METHODS))
     lora: LoraSpec | None = Field(None, description="train LoRA adapters (PEFT) instead of every weight")
     training: TrainingSpec = TrainingSpec()
     launcher: LauncherSpec = LauncherSpec()
@@ -340,12 +309,29 @@ class StudentSpec(_Strict):
                 )
         return self
 
-    def method_settings(self) -> SftMethod | OnPolicyMethod | OfflineLogitsMethod:
+    def method_settings(self) -> StrictModel:
         """The settings block of the student's method, its defaults where the spec gives none."""
-        return getattr(self, self.method) or METHODS[self.method]()
+        return getattr(self, self.method) or METHODS[self.method].Settings()
+
+    def method_label(self) -> str:
+        """The method as the run metadata, the report and the model card name it, e.g. `sft + LoRA`."""
+        return self.method + (" + LoRA" if self.lora else "")
 
 
-class EvaluationSpec(_Strict):
+# One optional settings block per registered method, named after it (e.g. `offline_logits: {alpha: 0.5}`).
+StudentSpec = create_model(
+    "StudentSpec",
+    __base__=_StudentFields,
+    __module__=__name__,
+    __doc__="A student: its base, its method with that method's settings block, LoRA, training and launcher.",
+    **{
+        name: (method.Settings | None, Field(None, description=f"settings of method {name}"))
+        for name, method in METHODS.items()
+    },
+)
+
+
+class EvaluationSpec(StrictModel):
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(64, ge=1)
     latency_requests: int = Field(20, ge=2, description="batch-1 requests timed per model")
@@ -354,7 +340,7 @@ class EvaluationSpec(_Strict):
     hourly_price_usd: float = Field(1.0, ge=0, description="hardware price used for cost figures")
 
 
-class Spec(_Strict):
+class Spec(StrictModel):
     # `routing` is the spec's key for routing_mode; by name too, for a spec dumped and validated again
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -441,31 +427,8 @@ class Spec(_Strict):
         return size if size is not None else (100 if self.routing_mode == "auto" else 0)
 
     def _check_method(self, student: StudentSpec) -> None:
-        """Method needs the spec can check at load: captured logprobs, a named on-policy teacher."""
-        where = f"students.{student.name}"
-        if student.method == "offline_logits":
-            for teacher in self.teachers:
-                if teacher.generation.top_logprobs < 1:
-                    raise ValueError(
-                        f"{where}.method: offline_logits learns from the teachers' stored top-k log-probabilities; "
-                        f"set teachers.{teacher.name}.generation.top_logprobs (e.g. 5)"
-                    )
-                if teacher.backend == "openai":
-                    raise ValueError(
-                        f"{where}.method: offline_logits needs token ids, which teachers.{teacher.name} "
-                        "(backend openai) does not return; use a transformers or vllm teacher"
-                    )
-        if student.method == "on_policy":
-            name = student.method_settings().teacher
-            if name is None and len(self.teachers) > 1:
-                raise ValueError(f"{where}.on_policy.teacher: name the teacher to load (there are several)")
-            if name is not None and name not in {t.name for t in self.teachers}:
-                raise ValueError(f"{where}.on_policy.teacher: unknown teacher {name!r}")
-            if self.teacher(name or self.teachers[0].name).backend == "openai":
-                raise ValueError(f"{where}.on_policy.teacher: on-policy distillation loads the teacher locally")
-
-    def on_policy_teacher(self, student: StudentSpec) -> TeacherSpec:
-        return self.teacher(student.method_settings().teacher or self.teachers[0].name)
+        """What the student's method needs from the spec (captured logprobs, a local teacher): its own `check`."""
+        METHODS[student.method].check(self, student)
 
     def resolve(self, path_or_id: str) -> str:
         """A path relative to the spec file if it exists there, else the string as given (a hub id)."""

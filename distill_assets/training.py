@@ -23,14 +23,12 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
+from distill_assets.evaluation import PeakRss
+from distill_assets.methods import METHODS
+from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
 
 Log = Callable[[str], None]
-TRAINER_NAMES = {
-    "sft": "TRL `SFTTrainer`",
-    "on_policy": "TRL `DistillationTrainer`, generalized JSD",
-    "offline_logits": "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities",
-}
 
 MODEL_CARD = """---
 library_name: transformers
@@ -38,7 +36,7 @@ tags: [distill, knowledge-distillation]
 ---
 # {student}
 
-Distilled by `distill` with {method} ({trainer}) on {examples} teacher completions.
+Distilled by `distill` with {method} ({trainer}) on {examples} teacher completions.{merged}
 
 - Base: {base}
 - Teachers, per task: {routing}
@@ -78,9 +76,7 @@ def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = to
         )
         torch.manual_seed(student.training.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, ensure_pad_token(tokenizer)
 
 
 class _LogCallback(TrainerCallback):
@@ -141,31 +137,10 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def train_student(
-    student: StudentSpec,
-    spec: Spec,
-    training_set: pl.DataFrame,
-    out_dir: Path,
-    device: torch.device,
-    log: Log = print,
-    routing: dict[str, str] | None = None,
-) -> dict:
-    """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
-
-    With LoRA the adapters are merged into the weights before saving, so the checkpoint
-    loads with plain `from_pretrained` (and in vLLM) like any other.
-    """
-    from distill_assets.evaluation import _PeakRss
-    from distill_assets.methods import BUILDERS
-
+def training_args(student: StudentSpec, work_dir: Path, device: torch.device) -> dict:
+    """The TrainingArguments fields every method shares, from the student's `training` block."""
     cfg = student.training
-    # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
-    routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
-    model, tokenizer = build_student_base(student, spec)
-    work_dir = out_dir.with_name(out_dir.name + ".tmp")
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
-        shutil.rmtree(work_dir, ignore_errors=True)
-    args = dict(
+    return dict(
         output_dir=str(work_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -184,52 +159,110 @@ def train_student(
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    callback = _LogCallback(log, cfg.max_steps)
-    context = TrainerContext(
-        student, spec, model, tokenizer, training_set, args, [callback], lora_config(student), routing, log
-    )
-    trainer = BUILDERS[student.method](context)
-    trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
+
+
+@dataclass
+class _Run:
+    """What one trainer.train() gave: its mean loss, the logged losses, wall time and peak memory in bytes."""
+
+    train_loss: float
+    history: list[dict]
+    seconds: float
+    peak_bytes: int
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else self.train_loss
+
+
+def _measured_train(trainer, callback: _LogCallback, device: torch.device) -> _Run:
+    """Train, timing it and measuring peak memory: CUDA's allocator peak, or the process's RSS on a CPU."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _release_freed_memory()
     started = time.time()
-    with _PeakRss() as rss:
+    with PeakRss() as rss:
         result = trainer.train()
     seconds = time.time() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
+    return _Run(float(result.training_loss), callback.history, seconds, peak)
+
+
+def train_student(
+    student: StudentSpec,
+    spec: Spec,
+    training_set: pl.DataFrame,
+    out_dir: Path,
+    device: torch.device,
+    log: Log = print,
+    routing: dict[str, str] | None = None,
+) -> dict:
+    """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
+
+    With LoRA the adapters are merged into the weights before saving, so the checkpoint
+    loads with plain `from_pretrained` (and in vLLM) like any other.
+    """
+    # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
+    routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
+    model, tokenizer = build_student_base(student, spec)
+    work_dir = out_dir.with_name(out_dir.name + ".tmp")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
+        shutil.rmtree(work_dir, ignore_errors=True)
+    callback = _LogCallback(log, student.training.max_steps)
+    context = TrainerContext(
+        student=student,
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        training_set=training_set,
+        args=training_args(student, work_dir, device),
+        callbacks=[callback],
+        peft_config=lora_config(student),
+        routing=routing,
+        log=log,
+    )
+    trainer = METHODS[student.method].build_trainer(context)
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
+    run = _measured_train(trainer, callback, device)
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
-        return {"final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss)}
-    trained = trainer.model
-    if student.lora is not None:
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(str(work_dir))
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(str(work_dir))
-    metrics = {
-        "method": student.method,
-        "lora": student.lora is not None,
-        "train_loss": float(result.training_loss),
-        "final_loss": callback.history[-1]["loss"] if callback.history else float(result.training_loss),
-        "first_loss": callback.history[0]["loss"] if callback.history else float("nan"),
-        "train_seconds": round(seconds, 1),
-        "peak_memory_mb": round(peak / 2**20, 1),
-        "steps": cfg.max_steps,
-        "examples": training_set.height,
-        "teachers": (
-            [spec.on_policy_teacher(student).name]
-            if student.method == "on_policy"
-            else sorted(set(training_set["teacher"]))
-        ),
-        "parameters": sum(p.numel() for p in trained.parameters()),
-        "loss_history": callback.history,
-    }
+        return {"final_loss": run.final_loss}
+    trained = _save_weights(trainer, tokenizer, student, work_dir)
+    metrics = _metrics(student, spec, training_set, run, trained)
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.rename(out_dir)
     return metrics
+
+
+def _save_weights(trainer, tokenizer, student: StudentSpec, work_dir: Path) -> PreTrainedModel:
+    """Write the trained model (LoRA adapters merged in) and its tokenizer, left-padded for generation."""
+    trained = trainer.model
+    if student.lora is not None:
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(str(work_dir))
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(work_dir))
+    return trained
+
+
+def _metrics(student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: _Run, trained) -> dict:
+    """training_metrics.json: whom the student learned from, its losses, time, memory and size."""
+    return {
+        "method": student.method,
+        "lora": student.lora is not None,
+        "train_loss": run.train_loss,
+        "final_loss": run.final_loss,
+        "first_loss": run.history[0]["loss"] if run.history else float("nan"),
+        "train_seconds": round(run.seconds, 1),
+        "peak_memory_mb": round(run.peak_bytes / 2**20, 1),
+        "steps": student.training.max_steps,
+        "examples": training_set.height,
+        "teachers": METHODS[student.method].teachers(spec, student, training_set),
+        "parameters": sum(p.numel() for p in trained.parameters()),
+        "loss_history": run.history,
+    }
 
 
 def write_model_card(
@@ -241,9 +274,10 @@ def write_model_card(
     path.write_text(
         MODEL_CARD.format(
             student=student.name,
-            method=student.method + (" + LoRA (merged)" if student.lora else ""),
-            trainer=TRAINER_NAMES[student.method],
+            method=student.method_label(),
+            trainer=METHODS[student.method].label,
             examples=metrics["examples"],
+            merged=" The LoRA adapters are merged into the weights." if student.lora else "",
             base=base,
             routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted((routing or spec.routing()).items())),
             steps=metrics["steps"],

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from distill_assets.padding import ensure_pad_token
 from resources.backends import (
     Completion,
     Messages,
@@ -25,8 +26,7 @@ def load_model(
     """Load a causal LM and its tokenizer, ready for batched left-padded generation."""
     tokenizer = AutoTokenizer.from_pretrained(path_or_id, revision=revision)
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     if tokenizer.chat_template is None:
         raise ValueError(f"{path_or_id}: the tokenizer has no chat template; distill sends chat prompts")
     model = AutoModelForCausalLM.from_pretrained(path_or_id, revision=revision, dtype=dtype)
@@ -45,8 +45,7 @@ class TransformersBackend(TeacherBackend):
         self.batch_size = batch_size
         self.model, self.tokenizer = model.eval(), tokenizer
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)
         self.device = model.device
 
     @classmethod

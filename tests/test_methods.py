@@ -9,13 +9,9 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from distill_assets.generation import generate_completions
-from distill_assets.methods.offline_logits import (
-    TopKCollator,
-    VocabularyMismatch,
-    check_vocabulary,
-    offline_logits_loss,
-    to_dataset,
-)
+from distill_assets.methods import METHODS
+from distill_assets.methods.offline_logits import VocabularyMismatch, check_vocabulary, to_dataset
+from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
 from distill_assets.methods.on_policy import check_same_vocabulary
 from distill_assets.partitions import teacher_task_key
 from distill_assets.spec import SpecError, load_spec
@@ -25,6 +21,25 @@ from resources.transformers_backend import TransformersBackend
 from tests.conftest import shrunken_spec
 
 CPU = torch.device("cpu")
+
+
+def test_registry_holds_each_method_with_settings_label_check_and_builder():
+    assert set(METHODS) == {"sft", "on_policy", "offline_logits"}
+    for name, method in METHODS.items():
+        settings = method.Settings()  # every field has a default
+        assert method.Settings.__doc__, name
+        for field, info in method.Settings.model_fields.items():
+            assert info.description, f"{name}.{field} has no description"
+        assert isinstance(method.label, str) and "TRL" in method.label
+        assert callable(method.check) and callable(method.teachers) and callable(method.build_trainer)
+        assert settings.model_config["extra"] == "forbid"
+    assert set(METHODS["offline_logits"].Settings.model_fields) == {"alpha", "temperature"}
+    assert set(METHODS["on_policy"].Settings.model_fields) == {
+        "teacher",
+        "beta",
+        "temperature",
+        "max_completion_length",
+    }
 
 
 def test_offline_logits_loss_matches_hand_computation():
@@ -172,3 +187,18 @@ def test_spec_errors_name_the_method_field(method_spec, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match="offline_logits"):
         load_spec(tmp_path / "c.yaml")
+
+
+def test_method_settings_labels_and_model_card(method_spec, tmp_path):
+    lora, logits = method_spec.student("s_lora"), method_spec.student("s_logits")
+    assert (lora.method_label(), logits.method_label()) == ("offline_logits + LoRA", "offline_logits")
+    assert logits.method_settings() == METHODS["offline_logits"].Settings(alpha=0.5, temperature=1.0)
+    assert method_spec.student("s_on_policy").method_settings().max_completion_length == 6
+    from distill_assets.training import write_model_card
+
+    metrics = {"examples": 24, "steps": 6, "final_loss": 1.5, "parameters": 1000}
+    card = write_model_card(tmp_path, lora, method_spec, metrics).read_text()
+    assert "with offline_logits + LoRA (TRL `SFTTrainer` with a top-k KL term" in card
+    assert "LoRA adapters are merged into the weights" in card
+    card = write_model_card(tmp_path, logits, method_spec, metrics).read_text()
+    assert "with offline_logits (TRL" in card and "merged" not in card

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,59 @@ def test_sampling_fields(tmp_path, spec_file):
     data["teachers"][0]["generation"]["top_logprobs"] = 5
     teacher = load_spec(write(tmp_path, data)).teacher("teacher_a")
     assert (teacher.generation.n, teacher.generation.top_logprobs) == (4, 5)
+
+
+def test_method_and_its_settings_block(tmp_path, spec_file):
+    assert load_spec(spec_file).student("student_m").method_label() == "sft"  # the default method
+    data = yaml.safe_load(spec_file.read_text())
+    data["students"][0] |= {"method": "on_policy", "on_policy": {"teacher": "teacher_b", "beta": 0.2}}
+    data["students"][0]["lora"] = {"r": 4}
+    student = load_spec(write(tmp_path, data)).student("student_m")
+    settings = student.method_settings()
+    assert (student.method, settings.teacher, settings.beta) == ("on_policy", "teacher_b", 0.2)
+    assert settings.temperature == 1.0  # the default of a field the block leaves out
+    assert student.method_label() == "on_policy + LoRA"
+
+
+def test_unknown_method_and_bad_method_blocks_are_named(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["students"][0]["method"] = "dpo"
+    message = _error(tmp_path, data)
+    assert "students.student_m.method: Input should be 'sft', 'on_policy' or 'offline_logits'" in message
+    data["students"][0] |= {"method": "on_policy", "on_policy": {"teacher": "teacher_a", "beta": 2}}
+    assert "students.student_m.on_policy.beta" in _error(tmp_path, data)
+    data["students"][0]["on_policy"] = {"teacher": "teacher_a", "betta": 0.5}
+    assert "students.student_m.on_policy.betta: Extra inputs are not permitted" in _error(tmp_path, data)
+    data["students"][0]["on_policy"] = {"teacher": "teacher_a"}
+    data["students"][0]["offline_logits"] = {"alpha": 0.5}
+    message = _error(tmp_path, data)
+    assert "offline_logits: settings for method 'offline_logits', but the student's method is 'on_policy'" in message
+
+
+def test_method_checks_against_the_teachers(tmp_path, spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    data["students"][0]["method"] = "offline_logits"
+    assert "set teachers.teacher_a.generation.top_logprobs" in _error(tmp_path, data)
+    for teacher in data["teachers"]:
+        teacher["generation"]["top_logprobs"] = 3
+    load_spec(write(tmp_path, data))
+    data["teachers"][1] |= {"backend": "openai", "base_urls": ["http://127.0.0.1:8000/v1"]}
+    message = _error(tmp_path, data)
+    assert "students.student_m.method: offline_logits needs token ids, which teachers.teacher_b" in message
+
+    data["students"][0]["method"] = "on_policy"
+    assert "students.student_m.on_policy.teacher: name the teacher to load" in _error(tmp_path, data)
+    data["students"][0]["on_policy"] = {"teacher": "teacher_c"}
+    assert "students.student_m.on_policy.teacher: unknown teacher 'teacher_c'" in _error(tmp_path, data)
+    data["students"][0]["on_policy"] = {"teacher": "teacher_b"}
+    assert "on_policy.teacher: on-policy distillation loads the teacher locally" in _error(tmp_path, data)
+    data["students"][0]["on_policy"] = {"teacher": "teacher_a"}
+    assert load_spec(write(tmp_path, data)).student("student_m").method_settings().teacher == "teacher_a"
+
+
+def test_the_spec_imports_method_settings_without_torch_or_trl():
+    # The spec imports every method file for its settings; their trainers load torch and trl only when built.
+    heavy = "{'torch', 'trl', 'datasets', 'transformers'}"
+    code = f"import sys, distill_assets.spec; print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]

@@ -84,7 +84,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "final_loss": metrics["final_loss"],
                 "train_seconds": metrics["train_seconds"],
                 "peak_memory_mb": metrics["peak_memory_mb"],
-                "method": student.method + (" + LoRA" if student.lora else ""),
+                "method": student.method_label(),
                 "steps": metrics["steps"],
             },
         )

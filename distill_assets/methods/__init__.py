@@ -1,17 +1,40 @@
-"""Student-training methods: one small settings block per method (spec.py), one trainer builder each.
+"""Student-training methods: one file each, registered here by the name a student's `method` gives.
 
-`training.train_student` is the one shared path: it builds the student, asks the method's
-builder for a TRL trainer, trains, merges LoRA adapters and saves the checkpoint.
+A method file holds everything about its method: `Settings` (the pydantic model of the
+student's optional block named after the method, every field with a default),
+`label` (the trainer, as the model card and report name it), `check(spec, student)`
+(what the spec must give it, raised as ValueError naming the field), `teachers(spec,
+student, training_set)` (whom the student learns from) and `build_trainer(ctx)` (a TRL
+trainer from a `training.TrainerContext`). `training.train_student` is the one shared
+path around them: it builds the student, asks the method for a trainer, trains, merges
+LoRA adapters and saves the checkpoint. A new method is one new file and one line below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, Protocol
+
+import polars as pl
 
 from distill_assets.methods import offline_logits, on_policy, sft
+from distill_assets.specbase import StrictModel
 
-BUILDERS: dict[str, Callable] = {
-    "sft": sft.build_trainer,
-    "on_policy": on_policy.build_trainer,
-    "offline_logits": offline_logits.build_trainer,
+
+class TrainingMethod(Protocol):
+    """What a method file provides (a module satisfies it)."""
+
+    Settings: type[StrictModel]
+    label: str
+
+    def check(self, spec: Any, student: Any) -> None: ...
+
+    def teachers(self, spec: Any, student: Any, training_set: pl.DataFrame) -> list[str]: ...
+
+    def build_trainer(self, ctx: Any) -> Any: ...
+
+
+METHODS: dict[str, TrainingMethod] = {
+    "sft": sft,
+    "on_policy": on_policy,
+    "offline_logits": offline_logits,
 }

@@ -1,59 +1,59 @@
 """Offline logit distillation: learn the teacher's top-k next-token distribution stored with its completions.
 
-TRL has no trainer for precomputed teacher log-probabilities, so this is a small addition
-on top of SFTTrainer: a collator that lines the stored top-k (token_id, logprob) up with
-the completion tokens, and a loss that adds a KL term on the top-k mass to the
-cross-entropy. The teacher is never loaded during training.
+The teacher is never loaded during training: its top-k (token_id, logprob) per generated
+token were stored with the synthetic data. The loss, collator and trainer live in
+`offline_logits_trainer.py` (torch and trl), imported only when a trainer is built, so
+the spec can import this file's settings cheaply.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
-import datasets
 import polars as pl
-import torch
-import torch.nn.functional as F
-from trl import SFTTrainer
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from pydantic import Field
 
 from distill_assets.methods.sft import sft_config, to_prompt_completion
+from distill_assets.specbase import StrictModel
 
-IGNORE = -100
+if TYPE_CHECKING:
+    import datasets
+
+    from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer
+
+label = "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities"
+
+
+class Settings(StrictModel):
+    """Offline logit distillation from the teacher's top-k log-probabilities stored with the synthetic data."""
+
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the top-k KL term; 1 - alpha weighs the cross-entropy")
+    temperature: float = Field(1.0, gt=0, description="softens student and teacher distributions in the KL term")
+
+
+def check(spec, student) -> None:
+    """Every teacher must store top-k log-probabilities with token ids (a local backend, top_logprobs > 0)."""
+    where = f"students.{student.name}.method"
+    for teacher in spec.teachers:
+        if teacher.generation.top_logprobs < 1:
+            raise ValueError(
+                f"{where}: offline_logits learns from the teachers' stored top-k log-probabilities; "
+                f"set teachers.{teacher.name}.generation.top_logprobs (e.g. 5)"
+            )
+        if teacher.backend == "openai":
+            raise ValueError(
+                f"{where}: offline_logits needs token ids, which teachers.{teacher.name} "
+                "(backend openai) does not return; use a transformers or vllm teacher"
+            )
+
+
+def teachers(spec, student, training_set: pl.DataFrame) -> list[str]:
+    """The teachers whose completions and log-probabilities the student learns from."""
+    return sorted(set(training_set["teacher"]))
 
 
 class VocabularyMismatch(ValueError):
     """The teacher's stored token ids do not mean the same tokens in the student's vocabulary."""
-
-
-def offline_logits_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    teacher_ids: torch.Tensor,
-    teacher_logprobs: torch.Tensor,
-    alpha: float,
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(1 - alpha) * cross-entropy + alpha * T^2 * KL(teacher top-k || student), per completion token.
-
-    logits (B, L, V); labels (B, L) with -100 off the completion; teacher_ids / teacher_logprobs
-    (B, L, k) aligned with labels (position j holds the teacher's distribution over token j),
-    id -1 where there is no teacher entry. The teacher's top-k probabilities are renormalised
-    over the k kept tokens; the student's log-probabilities are over its whole vocabulary, so
-    mass it puts outside the teacher's top-k is penalised too.
-    """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # position j predicts token j + 1
-    teacher_ids, teacher_logprobs = teacher_ids[:, 1:], teacher_logprobs[:, 1:].float()
-    mask = labels != IGNORE
-    ce = F.cross_entropy(logits[mask], labels[mask]) if mask.any() else logits.sum() * 0.0
-    present = teacher_ids >= 0
-    kl_mask = mask & present.any(-1)
-    student = F.log_softmax(logits / temperature, dim=-1).gather(-1, teacher_ids.clamp(min=0))
-    teacher = F.softmax(teacher_logprobs.masked_fill(~present, -math.inf) / temperature, dim=-1)
-    teacher = torch.nan_to_num(teacher)  # rows with no entries at all
-    per_token = (torch.special.xlogy(teacher, teacher) - teacher * student).sum(-1)
-    kl = per_token[kl_mask].mean() * temperature**2 if kl_mask.any() else ce * 0.0
-    return (1 - alpha) * ce + alpha * kl, {"ce": ce.detach(), "kl": kl.detach()}
 
 
 def check_vocabulary(frame: pl.DataFrame, tokenizer, sample: int = 200) -> None:
@@ -88,47 +88,6 @@ def to_dataset(frame: pl.DataFrame) -> datasets.Dataset:
     return dataset.add_column("teacher_token_ids", ids).add_column("teacher_logprobs", logprobs)
 
 
-class TopKCollator(DataCollatorForLanguageModeling):
-    """Pads like SFT, then places teacher step t at the t-th completion token of each sequence."""
-
-    def torch_call(self, examples: list[dict]) -> dict:
-        batch = super().torch_call(examples)
-        labels = batch["labels"]
-        k = max((len(s) for e in examples for s in e["teacher_token_ids"]), default=1)
-        ids = torch.full((*labels.shape, k), -1, dtype=torch.long)
-        logprobs = torch.full((*labels.shape, k), -math.inf)
-        for b, example in enumerate(examples):
-            positions = (labels[b] != IGNORE).nonzero().flatten().tolist()
-            # The completion is the teacher's own tokens (and its end token): step t is completion token t.
-            # A truncated completion gets the template's end token, for which the teacher has no step.
-            for t, pos in enumerate(positions[: len(example["teacher_token_ids"])]):
-                step_ids, step_lp = example["teacher_token_ids"][t], example["teacher_logprobs"][t]
-                ids[b, pos, : len(step_ids)] = torch.tensor(step_ids)
-                logprobs[b, pos, : len(step_lp)] = torch.tensor(step_lp)
-        batch["teacher_token_ids"], batch["teacher_logprobs"] = ids, logprobs
-        return batch
-
-
-class OfflineLogitsTrainer(SFTTrainer):
-    """SFTTrainer whose loss adds the top-k KL term; everything else (data, loop, saving) is SFT's."""
-
-    def __init__(self, *args, alpha: float, temperature: float, **kwargs):
-        self.alpha, self.temperature = alpha, temperature
-        super().__init__(*args, **kwargs)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        teacher_ids, teacher_logprobs = inputs.pop("teacher_token_ids"), inputs.pop("teacher_logprobs")
-        labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
-        loss, parts = offline_logits_loss(
-            outputs.logits, labels, teacher_ids, teacher_logprobs, self.alpha, self.temperature
-        )
-        mode = "train" if model.training else "eval"
-        for name, value in parts.items():
-            self._metrics[mode][name].append(value.item())
-        return (loss, outputs) if return_outputs else loss
-
-
 def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
     """Keep the teacher steps of rows whose completion re-tokenizes to as many tokens as the teacher generated.
 
@@ -155,6 +114,8 @@ def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
 
 
 def build_trainer(ctx) -> OfflineLogitsTrainer:
+    from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer, TopKCollator
+
     settings = ctx.student.method_settings()
     check_vocabulary(ctx.training_set, ctx.tokenizer)
     dataset = align(to_dataset(ctx.training_set), ctx.tokenizer, ctx.log)

@@ -1,11 +1,58 @@
-"""On-policy distillation with TRL's DistillationTrainer: the student writes, the local teacher scores each token."""
+"""On-policy distillation with TRL's DistillationTrainer: the student writes, the local teacher scores each token.
+
+trl, transformers and datasets are imported where the trainer is built, so the spec can
+import this file's settings cheaply.
+"""
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import polars as pl
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DistillationConfig, DistillationTrainer
+from pydantic import Field
+
+from distill_assets.specbase import Name, StrictModel
+
+if TYPE_CHECKING:
+    import datasets
+    from trl import DistillationTrainer
+
+label = "TRL `DistillationTrainer`, generalized JSD"
+
+
+class Settings(StrictModel):
+    """On-policy distillation (TRL DistillationTrainer): the student generates, the teacher scores every token."""
+
+    teacher: Name | None = Field(
+        None, description="the teacher loaded next to the student (default: the only teacher); trains on its tasks"
+    )
+    beta: float = Field(
+        0.5, ge=0, le=1, description="generalized JSD interpolation: 0 forward KL, 1 reverse KL, 0.5 JSD"
+    )
+    temperature: float = Field(1.0, gt=0, description="sampling and loss temperature")
+    max_completion_length: int = Field(32, ge=1, description="tokens the student generates per prompt")
+
+
+def check(spec, student) -> None:
+    """The teacher to load must be named where there are several, known, and local (not an HTTP endpoint)."""
+    where = f"students.{student.name}.on_policy.teacher"
+    name = student.method_settings().teacher
+    if name is None and len(spec.teachers) > 1:
+        raise ValueError(f"{where}: name the teacher to load (there are several)")
+    if name is not None and name not in {t.name for t in spec.teachers}:
+        raise ValueError(f"{where}: unknown teacher {name!r}")
+    if teacher_of(spec, student).backend == "openai":
+        raise ValueError(f"{where}: on-policy distillation loads the teacher locally")
+
+
+def teacher_of(spec, student):
+    """The TeacherSpec loaded next to the student: the one its settings name, or the only one."""
+    return spec.teacher(student.method_settings().teacher or spec.teachers[0].name)
+
+
+def teachers(spec, student, training_set: pl.DataFrame) -> list[str]:
+    """The student learns from the one teacher it is trained against, not from the training set's completions."""
+    return [teacher_of(spec, student).name]
 
 
 def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) -> None:
@@ -22,6 +69,8 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) ->
 
 def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> datasets.Dataset:
     """One row per distinct prompt of the tasks routed to the teacher; the student writes its own completions."""
+    import datasets
+
     tasks = sorted(task for task, name in routing.items() if name == teacher)
     frame = training_set.filter(pl.col("task").is_in(tasks)).unique("prompt_id", keep="first", maintain_order=True)
     if frame.height == 0:
@@ -33,11 +82,14 @@ def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str
 
 
 def build_trainer(ctx) -> DistillationTrainer:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DistillationConfig, DistillationTrainer
+
     settings = ctx.student.method_settings()
-    teacher = ctx.spec.on_policy_teacher(ctx.student)
-    path = ctx.spec.resolve(teacher.model)
-    check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=teacher.revision), teacher.name)
-    teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=teacher.revision, dtype=ctx.model.dtype)
+    loaded = teacher_of(ctx.spec, ctx.student)
+    path = ctx.spec.resolve(loaded.model)
+    check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=loaded.revision), loaded.name)
+    teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge
     args = DistillationConfig(
         **{k: v for k, v in ctx.args.items() if k != "max_length"},
@@ -49,7 +101,7 @@ def build_trainer(ctx) -> DistillationTrainer:
         model=ctx.model,
         teacher_model=teacher_model,
         args=args,
-        train_dataset=prompts_for(ctx.training_set, teacher.name, ctx.routing),
+        train_dataset=prompts_for(ctx.training_set, loaded.name, ctx.routing),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
         peft_config=ctx.peft_config,

@@ -1,14 +1,42 @@
-"""Response distillation: cross-entropy on the teacher's completions, with TRL's SFTTrainer."""
+"""Response distillation: cross-entropy on the teacher's completions, with TRL's SFTTrainer.
+
+Like every method file, its top half (settings, label, checks) is light: the spec imports
+it to validate a student's `sft` block, so trl and datasets are imported only where a
+trainer is built.
+"""
 
 from __future__ import annotations
 
-import datasets
+from typing import TYPE_CHECKING
+
 import polars as pl
-from trl import SFTConfig, SFTTrainer
+
+from distill_assets.specbase import StrictModel
+
+if TYPE_CHECKING:
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+label = "TRL `SFTTrainer`"
+
+
+class Settings(StrictModel):
+    """Response distillation: cross-entropy on the teacher's completions (TRL SFTTrainer). No settings of its own."""
+
+
+def check(spec, student) -> None:
+    """Nothing to check at load: any teacher's completions will do."""
+
+
+def teachers(spec, student, training_set: pl.DataFrame) -> list[str]:
+    """The teachers whose completions the student learns from."""
+    return sorted(set(training_set["teacher"]))
 
 
 def to_prompt_completion(frame: pl.DataFrame) -> datasets.Dataset:
     """Conversational prompt/completion rows, so the loss falls on the teacher's answer only."""
+    import datasets
+
     return datasets.Dataset.from_dict(
         {
             "prompt": [m[:-1] for m in frame["messages"].to_list()],
@@ -18,10 +46,14 @@ def to_prompt_completion(frame: pl.DataFrame) -> datasets.Dataset:
 
 
 def sft_config(args: dict, tokenizer) -> SFTConfig:
+    from trl import SFTConfig
+
     return SFTConfig(**args, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token)
 
 
 def build_trainer(ctx) -> SFTTrainer:
+    from trl import SFTTrainer
+
     return SFTTrainer(
         model=ctx.model,
         args=sft_config(ctx.args, ctx.tokenizer),
