@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from distill_assets.assets.routing_assets import current_routing
 from distill_assets.curation import curate_completions, dedup_across, kept, summary
 from distill_assets.evaluation import score_predictions, task_scores
 from distill_assets.generation import generate_completions
 from distill_assets.inputs import curate
-from distill_assets.routing import routing_of
+from distill_assets.routing import ROUTING_TABLE
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training import train_student
 from distill_assets.training_set import merge_routed
@@ -53,15 +54,12 @@ def main() -> None:
     if args.max_steps:
         training = student.training.model_copy(update={"max_steps": args.max_steps})
         student = student.model_copy(update={"training": training})
-    routing = spec.routing()
-    if spec.routing_mode == "auto":  # the measured routing, from the pipeline's routing_table
-        table = ArtifactStore(root=str(spec.storage_path())).frame_path("routing_table")
-        if not table.exists():
-            sys.exit(f"{args.spec}: routing: auto; materialize routing_table first (python -m distill_assets.run)")
-        routing = routing_of(pl.read_parquet(table))
+    routing = current_routing(spec, ArtifactStore(root=str(spec.storage_path())))
+    if routing.measured and not ArtifactStore(root=str(spec.storage_path())).frame_path(ROUTING_TABLE).exists():
+        sys.exit(f"{args.spec}: routing: auto; materialize routing_table first (python -m distill_assets.run)")
 
     curated, raw, evals = {}, {}, {}
-    for task_name, teacher_name in sorted(routing.items()):
+    for task_name, teacher_name in sorted(routing.teachers.items()):
         task, teacher = spec.task(task_name), spec.teacher(teacher_name)
         if teacher_name == args.teacher:
             generation = teacher.generation.model_copy(update={"temperature": args.temperature})

@@ -32,7 +32,7 @@ from distill_assets.curation import curate_completions, dedup_across, kept
 from distill_assets.evaluation import score_predictions, task_scores
 from distill_assets.generation import generate_completions
 from distill_assets.inputs import curate, split_eval
-from distill_assets.routing import decide_routing, dev_scores, routing_of
+from distill_assets.routing import Routing, decide_routing, dev_scores
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training_set import merge_routed
 from distill_assets.verifiers import get_verifier
@@ -56,7 +56,8 @@ def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.D
             backends[teacher.name] = TransformersBackend.load(
                 spec.resolve(teacher.model), device, dtype, teacher.generation.batch_size
             )
-        if spec.routing_mode == "auto":
+        routing = Routing.from_spec(spec)
+        if routing.measured:
             predictions = pl.concat(
                 [
                     score_predictions(backends[t], dev[task], spec.task(task), spec.evaluation, t, "dev")
@@ -65,11 +66,9 @@ def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.D
                     if dev[task].height
                 ]
             )
-            routing = routing_of(decide_routing(spec, dev_scores(predictions)))
-        else:
-            routing = spec.routing()
+            routing = Routing.from_table(decide_routing(spec, dev_scores(predictions)))
         curated = {}
-        for task_name, teacher_name in sorted(routing.items()):
+        for task_name, teacher_name in sorted(routing.teachers.items()):
             task, teacher = spec.task(task_name), spec.teacher(teacher_name)
             started = time.perf_counter()
             frame = generate_completions(backends[teacher_name], train[task_name], teacher, task)
@@ -179,7 +178,10 @@ def main() -> None:
         for task, frame in evals.items():
             frame.write_parquet(data / "eval" / f"{task}.parquet")
         training_set.write_parquet(data / "training_set.parquet")
-        print(f"training set: {training_set.height} rows, routing {routing}, {time.perf_counter() - started:.0f}s")
+        print(
+            f"training set: {training_set.height} rows, routing {routing.describe()}, "
+            f"{time.perf_counter() - started:.0f}s"
+        )
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     jobs = [

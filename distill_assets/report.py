@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from distill_assets.routing import Routing
 from distill_assets.spec import Spec
 from distill_assets.versions import lineage_markdown
 
@@ -70,7 +71,11 @@ def build_report(
     student's training metrics (method, wall time, peak memory).
     """
     score = {(r["model"], r["stage"], r["task"]): r["score"] for r in scores.iter_rows(named=True)}
-    routing = {r["task"]: r["teacher"] for r in routing_table if r["routed"]} if routing_table else spec.routing()
+    routing = (
+        {r["task"]: r["teacher"] for r in routing_table if r["routed"]}
+        if routing_table
+        else Routing.from_spec(spec).teachers
+    )
     tasks = {}
     for task in sorted(routing):
         teacher_scores = {t.name: score.get((t.name, "teacher", task)) for t in spec.teachers}

@@ -265,9 +265,7 @@ def _metrics(student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: 
     }
 
 
-def write_model_card(
-    out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str] | None = None
-) -> Path:
+def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str]) -> Path:
     """The checkpoint's README.md: what it was distilled from, how, and how to load it."""
     base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
     path = out_dir / "README.md"
@@ -279,7 +277,7 @@ def write_model_card(
             examples=metrics["examples"],
             merged=" The LoRA adapters are merged into the weights." if student.lora else "",
             base=base,
-            routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted((routing or spec.routing()).items())),
+            routing=", ".join(f"{task}: {teacher}" for task, teacher in sorted(routing.items())),
             steps=metrics["steps"],
             batch=student.training.per_device_train_batch_size,
             lr=student.training.learning_rate,

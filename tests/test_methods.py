@@ -14,6 +14,7 @@ from distill_assets.methods.offline_logits import VocabularyMismatch, check_voca
 from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
 from distill_assets.methods.on_policy import check_same_vocabulary
 from distill_assets.partitions import teacher_task_key
+from distill_assets.routing import Routing
 from distill_assets.spec import SpecError, load_spec
 from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
@@ -106,14 +107,14 @@ def training_frame(method_spec, tiny_teacher):
 
     backend = TransformersBackend.load(str(tiny_teacher), CPU, torch.float32, batch_size=16)
     frames = {}
-    for task, teacher in method_spec.routing().items():
+    for task, teacher in Routing.from_spec(method_spec).teachers.items():
         t = method_spec.task(task)
         prompts, _, _, _ = curate(t, method_spec.resolve_path(t.source), method_spec.resolve_path(t.eval_source))
         frames[teacher_task_key(teacher, task)] = generate_completions(
             backend, prompts, method_spec.teacher(teacher), t
         )
     backend.close()
-    return merge_routed(frames, method_spec)
+    return merge_routed(frames, method_spec, Routing.from_spec(method_spec))
 
 
 def test_training_set_carries_top_logprobs(training_frame):
@@ -197,8 +198,8 @@ def test_method_settings_labels_and_model_card(method_spec, tmp_path):
     from distill_assets.training import write_model_card
 
     metrics = {"examples": 24, "steps": 6, "final_loss": 1.5, "parameters": 1000}
-    card = write_model_card(tmp_path, lora, method_spec, metrics).read_text()
+    card = write_model_card(tmp_path, lora, method_spec, metrics, Routing.from_spec(method_spec).teachers).read_text()
     assert "with offline_logits + LoRA (TRL `SFTTrainer` with a top-k KL term" in card
     assert "LoRA adapters are merged into the weights" in card
-    card = write_model_card(tmp_path, logits, method_spec, metrics).read_text()
+    card = write_model_card(tmp_path, logits, method_spec, metrics, Routing.from_spec(method_spec).teachers).read_text()
     assert "with offline_logits (TRL" in card and "merged" not in card
