@@ -123,19 +123,45 @@ def prompt_suite(frame: pl.DataFrame, quality: QualitySpec, need_reference: bool
     return run_suite(frame, expects, descriptions)
 
 
+COMPLETION_CHECKS = {
+    "schema": "the completion columns are there; at least one row",
+    "non_empty_completions": "completions are not empty or blank",
+    "completion_length": "completions are within the length bound",
+    "no_refusals": "completions are not refusals",
+    "no_template_leaks": "no chat special tokens, role headers or template syntax in the text",
+    "verifier_pass_rate": "the task's verifier accepts enough completions",
+}
+
+
 def completion_suite(frame: pl.DataFrame, quality: QualitySpec, verified: pl.Series | None) -> list[CheckOutcome]:
     """One teacher x task partition: non-empty, bounded, no refusals or leaks, few duplicates, verified.
 
     `verified` (one bool per row) is given where the task has a verifier.
     """
-    import great_expectations.expectations as gxe
-
     frame = frame.with_columns(pl.col("completion").fill_null(""))
+    expects = _completion_expectations(quality)
+    descriptions = {k: v for k, v in COMPLETION_CHECKS.items() if k != "verifier_pass_rate"}
     if verified is not None:
+        import great_expectations.expectations as gxe
+
         frame = frame.with_columns(verified=verified.cast(pl.Int8))
+        bound = gxe.ExpectColumnMeanToBeBetween(column="verified", min_value=quality.min_verifier_pass_rate)
+        expects.append(Expect("verifier_pass_rate", bound, f">= {quality.min_verifier_pass_rate:.0%}"))
+        descriptions["verifier_pass_rate"] = COMPLETION_CHECKS["verifier_pass_rate"]
     # Duplicates are counted across prompts: several samples of one prompt agreeing is not a duplicate.
     first = frame.unique(subset=["prompt_id"], keep="first", maintain_order=True)
-    expects = [
+    outcomes = run_suite(frame.drop([c for c in frame.columns if frame[c].dtype.is_nested()]), expects, descriptions)
+    outcomes.insert(4, _duplicate_outcome(first, quality))
+    return outcomes
+
+
+def _completion_expectations(quality: QualitySpec) -> list[Expect]:
+    import great_expectations.expectations as gxe
+
+    def not_matching(patterns: list[str], rate: float):
+        return gxe.ExpectColumnValuesToNotMatchRegexList(column="completion", regex_list=patterns, mostly=_mostly(rate))
+
+    return [
         Expect("schema", gxe.ExpectTableColumnsToMatchSet(column_set=COMPLETION_COLUMNS, exact_match=False), "has"),
         Expect("schema", gxe.ExpectTableRowCountToBeBetween(min_value=1), ">= 1 row"),
         Expect(
@@ -154,38 +180,15 @@ def completion_suite(frame: pl.DataFrame, quality: QualitySpec, verified: pl.Ser
         ),
         Expect(
             "no_refusals",
-            gxe.ExpectColumnValuesToNotMatchRegexList(
-                column="completion", regex_list=quality.refusal_patterns, mostly=_mostly(quality.max_refusal_rate)
-            ),
+            not_matching(quality.refusal_patterns, quality.max_refusal_rate),
             f"refusals <= {quality.max_refusal_rate:.0%}",
         ),
         Expect(
             "no_template_leaks",
-            gxe.ExpectColumnValuesToNotMatchRegexList(
-                column="completion", regex_list=quality.leak_patterns, mostly=_mostly(quality.max_leak_rate)
-            ),
+            not_matching(quality.leak_patterns, quality.max_leak_rate),
             f"chat tokens or template leaks <= {quality.max_leak_rate:.0%}",
         ),
     ]
-    descriptions = {
-        "schema": "the completion columns are there; at least one row",
-        "non_empty_completions": "completions are not empty or blank",
-        "completion_length": "completions are within the length bound",
-        "no_refusals": "completions are not refusals",
-        "no_template_leaks": "no chat special tokens, role headers or template syntax in the text",
-    }
-    if verified is not None:
-        expects.append(
-            Expect(
-                "verifier_pass_rate",
-                gxe.ExpectColumnMeanToBeBetween(column="verified", min_value=quality.min_verifier_pass_rate),
-                f">= {quality.min_verifier_pass_rate:.0%}",
-            )
-        )
-        descriptions["verifier_pass_rate"] = "the task's verifier accepts enough completions"
-    outcomes = run_suite(frame.drop([c for c in frame.columns if frame[c].dtype.is_nested()]), expects, descriptions)
-    outcomes.insert(4, _duplicate_outcome(first, quality))
-    return outcomes
 
 
 def _duplicate_outcome(first: pl.DataFrame, quality: QualitySpec) -> CheckOutcome:

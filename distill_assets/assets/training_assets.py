@@ -18,6 +18,10 @@ from resources.storage import ArtifactStore
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
+    return [training_set_asset(spec), student_checkpoint_asset(spec, partitions)]
+
+
+def training_set_asset(spec: Spec) -> dg.AssetsDefinition:
     ins, deps = routed_inputs(spec)
 
     @dg.asset(
@@ -48,6 +52,10 @@ def build(spec: Spec, partitions: Partitions) -> list:
         )
         return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
+    return training_set
+
+
+def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(
         description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
         partitions_def=partitions.student,
@@ -89,4 +97,4 @@ def build(spec: Spec, partitions: Partitions) -> list:
             },
         )
 
-    return [training_set, student_checkpoint]
+    return student_checkpoint
