@@ -118,9 +118,11 @@ def user_deployment_env(values: dict, name: str = "distill") -> dict[str, str]:
 
 def validate_values(values: dict, workdir: Path) -> dict:
     """Render and check the values with Dagster's own schemas; the rendered dagster.yaml on success."""
-    from dagster._config import validate_config
-    from dagster._core.instance.config import dagster_instance_config
-    from dagster._core.storage.config import pg_config
+    # Dagster 1.13 has no public API that validates an instance file offline; these are the functions
+    # DagsterInstance itself calls on dagster.yaml, so the check is exactly what a cluster would apply.
+    from dagster._config import validate_config  # checks a config value against a schema
+    from dagster._core.instance.config import dagster_instance_config  # reads and validates dagster.yaml
+    from dagster._core.storage.config import pg_config  # the Postgres storage block's schema
     from dagster_k8s import K8sRunLauncher
 
     instance = render_instance(values)
