@@ -77,7 +77,9 @@ def observe_teachers(defs: dg.Definitions, instance: dg.DagsterInstance) -> None
     """Record each teacher's current version as an observation of teacher_spec (what the UI's *Observe* does)."""
     source = defs.resolve_assets_def(TEACHER_SPEC)
     job = dg.define_asset_job("observe_teacher_spec", selection=dg.AssetSelection.keys(TEACHER_SPEC))
-    dg.Definitions(assets=[source], jobs=[job]).resolve_job_def(job.name).execute_in_process(instance=instance)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    job_def = dg.Definitions(assets=[source], jobs=[job]).resolve_job_def(job.name)
+    job_def.execute_in_process(instance=instance, run_config=quiet)
 
 
 def stale_status_resolver(defs: dg.Definitions, instance: dg.DagsterInstance) -> CachingStaleStatusResolver:
