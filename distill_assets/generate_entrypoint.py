@@ -21,7 +21,7 @@ from resources.accelerator import Accelerator
 from resources.backends import build_backend
 from resources.cached_backend import CachedBackend
 from resources.generation_cache import GenerationCache
-from resources.storage import ArtifactStore, _read
+from resources.storage import ArtifactStore, read_frame
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     teacher, task = spec.teacher(args.teacher), spec.task(args.task)
     store = ArtifactStore(root=spec.storage_location(), local_root=str(spec.storage_path()))
     with open_dagster_pipes() as pipes:
-        inputs = _read(store.frame_path("curated_inputs", task.name))
+        inputs = read_frame(store.frame_path("curated_inputs", task.name))
         pipes.log.info(f"{teacher.name} ({teacher.backend}) on {task.name}: {inputs.height} prompts")
         cache = GenerationCache(store.generation_cache_path())
         backend = CachedBackend(

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 
 from distill_assets.spec import LOCAL_STORAGE_ENV, SPEC_ENV, STORAGE_ENV, TaskSpec, TeacherPodSpec, TeacherSpec
-from resources.storage import ArtifactStore, _read, _safe
+from resources.storage import ArtifactStore, partition_file_stem, read_frame
 
 PASSED_ENV = (SPEC_ENV, STORAGE_ENV, LOCAL_STORAGE_ENV, "DISTILL_GPUS_PER_STEP")
 
@@ -58,7 +58,7 @@ def generate_in_pod(
     client: dg.PipesClient | None = None,
 ) -> dg.Output:
     """Run generation for one teacher x task through Pipes: the frame the child wrote, with its metadata."""
-    out = store.url("pipes", "synthetic_completions", f"{_safe(context.partition_key)}.parquet")
+    out = store.url("pipes", "synthetic_completions", f"{partition_file_stem(context.partition_key)}.parquet")
     args = entrypoint_args(teacher, task, str(out))
     env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
     if isinstance(client, dg.PipesSubprocessClient):
@@ -74,4 +74,4 @@ def generate_in_pod(
         kwargs = k8s_run_kwargs(teacher.k8s, args, env)
     result = client.run(context=context, **kwargs).get_materialize_result()
     # An Output, not a bare frame: Dagster yields what a Pipes session reported, so the step is a generator.
-    return dg.Output(_read(out), metadata=dict(result.metadata or {}))
+    return dg.Output(read_frame(out), metadata=dict(result.metadata or {}))

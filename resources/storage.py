@@ -11,9 +11,11 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
+from distill_assets.spec import is_url
 
-def _safe(partition_key: str) -> str:
-    """A file name for a partition key ('teacher_a|dates' -> 'teacher_a__dates')."""
+
+def partition_file_stem(partition_key: str) -> str:
+    """A file name (without suffix) for a partition key ('teacher_a|dates' -> 'teacher_a__dates')."""
     return re.sub(r"[^A-Za-z0-9_.-]", "__", partition_key)
 
 
@@ -32,7 +34,7 @@ class ArtifactStore(dg.ConfigurableResource):
 
     @property
     def is_remote(self) -> bool:
-        return "://" in self.root and not self.root.startswith("file://")
+        return is_url(self.root)
 
     def url(self, *parts: str) -> Path | UPath:
         """Where an artifact lives in the store: a Path for a local root, a UPath for a URL."""
@@ -78,7 +80,7 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.path("cache", "generations.sqlite")
 
     def frame_path(self, asset: str, partition_key: str | None = None) -> Path | UPath:
-        name = f"{_safe(partition_key)}.parquet" if partition_key else "data.parquet"
+        name = f"{partition_file_stem(partition_key)}.parquet" if partition_key else "data.parquet"
         return self.url("frames", asset, name)
 
 
@@ -112,14 +114,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         name = self._asset_name(context)
         if not context.has_asset_partitions:
-            return _read(self.store.frame_path(name))
+            return read_frame(self.store.frame_path(name))
         keys = context.asset_partition_keys
         if context.has_partition_key and len(keys) == 1:
-            return _read(self.store.frame_path(name, keys[0]))
-        return {key: _read(self.store.frame_path(name, key)) for key in keys}
+            return read_frame(self.store.frame_path(name, keys[0]))
+        return {key: read_frame(self.store.frame_path(name, key)) for key in keys}
 
 
-def _read(path: Path | UPath) -> pl.DataFrame:
+def read_frame(path: Path | UPath) -> pl.DataFrame:
+    """A parquet frame from a local path or an object-store URL."""
     if isinstance(path, UPath):
         with path.open("rb") as f:
             return pl.read_parquet(f)
