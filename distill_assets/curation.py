@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -151,13 +152,64 @@ def near_duplicates(
     return found
 
 
-def _example_text(prompt: str, completion: str) -> str:
-    return f"{prompt} {completion}"
+class Duplicate(NamedTuple):
+    """A row that repeats an earlier one: exactly (after normalisation) or nearly (by Jaccard)."""
+
+    kind: str  # "exact" or "near"
+    of: int  # index of the earlier row it repeats
+    similarity: float  # Jaccard of the shingle sets; 1.0 for an exact repeat
+
+
+def duplicates(
+    prompts: Sequence[str], completions: Sequence[str], quality: QualitySpec, active: Sequence[bool] | None = None
+) -> dict[int, Duplicate]:
+    """{index: Duplicate} for the (prompt, completion) rows that repeat an earlier row, exactly or nearly.
+
+    Exact: equal after `normalise_text`. Near: among the rest, MinHash LSH and Jaccard of
+    the prompt and completion together. Rows with `active` False are neither checked nor matched against.
+    """
+    active = list(active) if active is not None else [True] * len(prompts)
+    found: dict[int, Duplicate] = {}
+    seen: dict[str, int] = {}
+    for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+        if not active[i]:
+            continue
+        key = normalise_text(prompt) + "\x00" + normalise_text(completion)
+        if key in seen:
+            found[i] = Duplicate("exact", seen[key], 1.0)
+        else:
+            seen[key] = i
+    texts = [f"{p} {c}" for p, c in zip(prompts, completions)]
+    still = [a and i not in found for i, a in enumerate(active)]
+    for i, (j, similarity) in near_duplicates(texts, quality, still).items():
+        found[i] = Duplicate("near", j, similarity)
+    return found
 
 
 # The curation pass ------------------------------------------------------------------------
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[tuple[float | None, str]]]
+
+
+def _text_rules(
+    completions: Sequence[str], finish_reasons: Sequence[str | None], quality: QualitySpec
+) -> list[tuple[str, str] | None]:
+    """Per completion, the first of empty, truncated, refusal, template_leak that rejects it (rule, why), or None."""
+    refusal = [re.compile(p) for p in quality.refusal_patterns]
+    leak = [re.compile(p) for p in quality.leak_patterns]
+    out: list[tuple[str, str] | None] = []
+    for text, reason in zip(completions, finish_reasons):
+        if not text.strip():
+            out.append(("empty", "the completion is empty"))
+        elif quality.drop_truncated and reason == "length":
+            out.append(("truncated", "cut off at max_new_tokens"))
+        elif pattern := next((p for p in refusal if p.search(text)), None):
+            out.append(("refusal", f"matches refusal pattern {pattern.pattern!r}"))
+        elif pattern := next((p for p in leak if p.search(text)), None):
+            out.append(("template_leak", f"matches leak pattern {pattern.pattern!r}"))
+        else:
+            out.append(None)
+    return out
 
 
 def curate_completions(
@@ -181,18 +233,10 @@ def curate_completions(
         if dropped[i] is None:
             dropped[i], why[i] = rule, reason
 
-    refusal = [re.compile(p) for p in quality.refusal_patterns]
-    leak = [re.compile(p) for p in quality.leak_patterns]
     finish = frame["finish_reason"] if "finish_reason" in frame.columns else [None] * n
-    for i, (text, reason) in enumerate(zip(completions, finish)):
-        if not text.strip():
-            drop(i, "empty", "the completion is empty")
-        elif quality.drop_truncated and reason == "length":
-            drop(i, "truncated", "cut off at max_new_tokens")
-        elif pattern := next((p for p in refusal if p.search(text)), None):
-            drop(i, "refusal", f"matches refusal pattern {pattern.pattern!r}")
-        elif pattern := next((p for p in leak if p.search(text)), None):
-            drop(i, "template_leak", f"matches leak pattern {pattern.pattern!r}")
+    for i, rejected in enumerate(_text_rules(completions, finish, quality)):
+        if rejected:
+            drop(i, *rejected)
 
     verified: list[bool | None] = [None] * n
     if verifier is not None:
@@ -211,18 +255,11 @@ def curate_completions(
             elif score < judge_threshold:
                 drop(i, "judge", f"judge score {score:g} < {judge_threshold:g}")
 
-    seen: dict[str, int] = {}
-    for i in range(n):
-        if dropped[i] is not None:
-            continue
-        key = normalise_text(prompts[i]) + "\x00" + normalise_text(completions[i])
-        if key in seen:
-            drop(i, "exact_duplicate", f"repeats row {seen[key]} ({frame['prompt_id'][seen[key]]})")
+    for i, (kind, j, similarity) in duplicates(prompts, completions, quality, [d is None for d in dropped]).items():
+        if kind == "exact":
+            drop(i, "exact_duplicate", f"repeats row {j} ({frame['prompt_id'][j]})")
         else:
-            seen[key] = i
-    texts = [_example_text(p, c) for p, c in zip(prompts, completions)]
-    for i, (j, similarity) in near_duplicates(texts, quality, [d is None for d in dropped]).items():
-        drop(i, "near_duplicate", f"Jaccard {similarity:.2f} with row {j} ({frame['prompt_id'][j]})")
+            drop(i, "near_duplicate", f"Jaccard {similarity:.2f} with row {j} ({frame['prompt_id'][j]})")
 
     if not quality.curate:
         dropped, why = [None] * n, [None] * n
@@ -241,24 +278,15 @@ def dedup_across(frame: pl.DataFrame, quality: QualitySpec) -> tuple[pl.DataFram
     """
     if not quality.curate or frame.height == 0:
         return frame, frame.head(0).with_columns(dropped_by=pl.lit(None, pl.String), why=pl.lit(None, pl.String))
-    n = frame.height
-    prompts, completions = list(frame["prompt"]), [c or "" for c in frame["completion"]]
-    rule: list[str | None] = [None] * n
-    why: list[str | None] = [None] * n
-    seen: dict[str, int] = {}
-    for i in range(n):
-        key = normalise_text(prompts[i]) + "\x00" + normalise_text(completions[i])
-        if key in seen:
-            rule[i], why[i] = (
-                "exact_duplicate_across",
-                f"repeats {frame['teacher'][seen[key]]}/{frame['task'][seen[key]]}",
-            )
+    rule: list[str | None] = [None] * frame.height
+    why: list[str | None] = [None] * frame.height
+    completions = [c or "" for c in frame["completion"]]
+    for i, (kind, j, similarity) in duplicates(list(frame["prompt"]), completions, quality).items():
+        source = f"{frame['teacher'][j]}/{frame['task'][j]}"
+        if kind == "exact":
+            rule[i], why[i] = "exact_duplicate_across", f"repeats {source}"
         else:
-            seen[key] = i
-    texts = [_example_text(p, c) for p, c in zip(prompts, completions)]
-    for i, (j, similarity) in near_duplicates(texts, quality, [r is None for r in rule]).items():
-        rule[i] = "near_duplicate_across"
-        why[i] = f"Jaccard {similarity:.2f} with {frame['teacher'][j]}/{frame['task'][j]} {frame['prompt_id'][j]}"
+            rule[i], why[i] = "near_duplicate_across", f"Jaccard {similarity:.2f} with {source} {frame['prompt_id'][j]}"
     marked = frame.with_columns(dropped_by=pl.Series(rule, dtype=pl.String), why=pl.Series(why, dtype=pl.String))
     return marked.filter(pl.col("dropped_by").is_null()).drop("dropped_by", "why"), marked.filter(
         pl.col("dropped_by").is_not_null()

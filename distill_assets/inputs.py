@@ -9,6 +9,7 @@ field, or is quarantined (set aside with its problem, and counted), as the task'
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -84,6 +85,8 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # spreadsheets and Windows editors write one
             if not raw.strip():
                 continue  # blank lines are not rows
             shown = raw.decode("utf-8", errors="backslashreplace").rstrip("\n")
@@ -117,7 +120,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     with path.open("rb") as f:
-        text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")  # a BOM is dropped
         reader = csv.DictReader(text)
         for row in reader:
             line_no = reader.line_num
@@ -143,6 +146,8 @@ def _has_surrogates(text: str) -> bool:
 def _datasets_rows(path: Path) -> list[dict]:
     import datasets
 
+    if _saved_without_rows(path):
+        return []
     try:
         ds = datasets.load_from_disk(str(path))
     except FileNotFoundError as err:
@@ -152,6 +157,14 @@ def _datasets_rows(path: Path) -> list[dict]:
             raise InputError(f"{path}: DatasetDict without a 'train' split (has {list(ds)})")
         ds = ds["train"]
     return pl.from_arrow(ds.data.table).to_dicts()
+
+
+def _saved_without_rows(path: Path) -> bool:
+    """A dataset of no rows is saved without a data file, and `load_from_disk` then fails with an IndexError."""
+    for state in (path / "state.json", path / "train" / "state.json"):
+        if state.is_file():
+            return not json.loads(state.read_text()).get("_data_files")
+    return False
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -227,14 +240,33 @@ def load_prompts(
 ) -> tuple[pl.DataFrame, list[BadRow], int]:
     """The file's usable prompts (exact duplicate prompts dropped), its bad rows, and how many duplicates.
 
-    Raises InputError on the first bad rows when the task's `on_bad_input` is `fail`.
+    Raises InputError when the file has no rows, and on the first bad rows when the task's
+    `on_bad_input` is `fail`.
     """
-    quality = quality or QualitySpec()
-    good: list[dict] = []
+    good, bad = _validated_rows(task, path, quality or QualitySpec(), need_reference)
+    if budget is not None:
+        good = _within_budget(task, path, budget, good, bad)
+    kept, duplicates = _drop_duplicates(task, path, good, bad)
+    bad.sort(key=lambda b: b.line)
+    if bad and task.on_bad_input == "fail":
+        raise _bad_rows_error(task, path, bad)
+    frame = pl.DataFrame(kept, schema=PROMPT_SCHEMA) if kept else pl.DataFrame(schema=PROMPT_SCHEMA)
+    return frame, bad, duplicates
+
+
+Numbered = list[tuple[dict, int]]  # clean rows with the line each came from
+
+
+def _validated_rows(
+    task: TaskSpec, path: Path, quality: QualitySpec, need_reference: bool
+) -> tuple[Numbered, list[BadRow]]:
+    """Every row of the file checked on its own: (clean rows with their lines, bad rows)."""
+    good: Numbered = []
     bad: list[BadRow] = []
-    lines: list[int] = []
     fields_seen: set[str] = set()
+    rows = 0
     for line_no, row in _raw_rows(path):
+        rows += 1
         if isinstance(row, BadRow):
             bad.append(row)
             continue
@@ -243,51 +275,62 @@ def load_prompts(
         if clean is None:
             bad.append(BadRow(str(path), line_no, field, problem, _raw_text(row)))
         else:
-            good.append(clean)
-            lines.append(line_no)
+            good.append((clean, line_no))
+    if rows == 0:
+        raise InputError(
+            f"{path}: has no rows (the file is empty, or holds only a header or blank lines); "
+            f"task {task.name!r} needs prompts: fill the file or point the spec at another one"
+        )
     # A column absent from every row is a spec mismatch, not a bad row.
-    if fields_seen or good:
-        missing = [f for f in (task.prompt_field, task.reference_field, task.id_field) if f and f not in fields_seen]
-        if missing:
-            raise InputError(
-                f"{path}: no row has the field(s) {missing} for task {task.name!r}; fields are {sorted(fields_seen)} "
-                f"(set prompt_field/reference_field/id_field of tasks.{task.name} in the spec)"
-            )
-    if budget is not None and good:
-        too_long = [(r, n, budget.count(r["prompt"])) for r, n in zip(good, lines)]
-        keep = [(r, n) for r, n, tokens in too_long if tokens <= budget.limit]
-        for r, n, tokens in too_long:
-            if tokens > budget.limit:
-                problem = f"is {tokens} tokens; {budget.owner} leaves {budget.limit} for the prompt"
-                bad.append(BadRow(str(path), n, task.prompt_field, problem, r["prompt"]))
-        good, lines = [r for r, _ in keep], [n for _, n in keep]
-    # Exact duplicate prompts: keep the first; an id reused for another prompt is a bad row.
+    missing = [f for f in (task.prompt_field, task.reference_field, task.id_field) if f and f not in fields_seen]
+    if fields_seen and missing:
+        raise InputError(
+            f"{path}: no row has the field(s) {missing} for task {task.name!r}; fields are {sorted(fields_seen)} "
+            f"(set prompt_field/reference_field/id_field of tasks.{task.name} in the spec)"
+        )
+    return good, bad
+
+
+def _within_budget(task: TaskSpec, path: Path, budget: PromptBudget, good: Numbered, bad: list[BadRow]) -> Numbered:
+    """The rows whose prompt fits the teacher's budget; the others join `bad`."""
+    keep: Numbered = []
+    for row, line_no in good:
+        tokens = budget.count(row["prompt"])
+        if tokens <= budget.limit:
+            keep.append((row, line_no))
+        else:
+            problem = f"is {tokens} tokens; {budget.owner} leaves {budget.limit} for the prompt"
+            bad.append(BadRow(str(path), line_no, task.prompt_field, problem, row["prompt"]))
+    return keep
+
+
+def _drop_duplicates(task: TaskSpec, path: Path, good: Numbered, bad: list[BadRow]) -> tuple[list[dict], int]:
+    """Exact duplicate prompts: keep the first, count the rest; an id reused for another prompt joins `bad`."""
     kept: list[dict] = []
-    first_line_of_id: dict[str, tuple[int, str]] = {}
+    first_line_of_id: dict[str, int] = {}
     seen_prompts: set[str] = set()
     duplicates = 0
-    for row, line_no in zip(good, lines):
+    for row, line_no in good:
         if row["prompt"] in seen_prompts:
             duplicates += 1
             continue
-        if row["prompt_id"] in first_line_of_id:
-            first_line = first_line_of_id[row["prompt_id"]][0]
+        if (first_line := first_line_of_id.get(row["prompt_id"])) is not None:
             problem = f"id {row['prompt_id']!r} is already used on line {first_line} for another prompt"
             bad.append(BadRow(str(path), line_no, task.id_field or "prompt_id", problem, _raw_text(row)))
             continue
-        first_line_of_id[row["prompt_id"]] = (line_no, row["prompt"])
+        first_line_of_id[row["prompt_id"]] = line_no
         seen_prompts.add(row["prompt"])
         kept.append(row)
-    bad.sort(key=lambda b: b.line)
-    if bad and task.on_bad_input == "fail":
-        shown = "\n".join(f"  {b.message()}" for b in bad[:5])
-        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise InputError(
-            f"{path}: {len(bad)} bad row(s) for task {task.name!r}:\n{shown}{more}\n"
-            f"Fix the file, or set tasks.{task.name}.on_bad_input: quarantine to set bad rows aside."
-        )
-    frame = pl.DataFrame(kept, schema=PROMPT_SCHEMA) if kept else pl.DataFrame(schema=PROMPT_SCHEMA)
-    return frame, bad, duplicates
+    return kept, duplicates
+
+
+def _bad_rows_error(task: TaskSpec, path: Path, bad: list[BadRow]) -> InputError:
+    shown = "\n".join(f"  {b.message()}" for b in bad[:5])
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return InputError(
+        f"{path}: {len(bad)} bad row(s) for task {task.name!r}:\n{shown}{more}\n"
+        f"Fix the file, or set tasks.{task.name}.on_bad_input: quarantine to set bad rows aside."
+    )
 
 
 def write_quarantine(bad: list[BadRow], path: Path) -> Path:

@@ -1,15 +1,22 @@
-"""The distillation report: quality kept and efficiency gained, per task and per model."""
+"""The distillation report: quality kept and efficiency gained, per task and per model.
+
+`assemble_report` turns the evaluation assets' frames into report.json, report.md and the
+quality-vs-latency figure; the `distillation_report` asset only hands it its inputs.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from distill_assets.evaluation import task_scores
+from distill_assets.plots import pareto_front, quality_latency_points, write_quality_latency_plot
 from distill_assets.routing import Routing
 from distill_assets.spec import Spec
-from distill_assets.versions import lineage_markdown
+from distill_assets.versions import lineage_markdown, report_lineage
 
 
 def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | None) -> list[dict]:
@@ -76,53 +83,11 @@ def build_report(
         if routing_table
         else Routing.from_spec(spec).teachers
     )
-    tasks = {}
-    for task in sorted(routing):
-        teacher_scores = {t.name: score.get((t.name, "teacher", task)) for t in spec.teachers}
-        routed = teacher_scores[routing[task]]
-        students = {}
-        for s in spec.students:
-            after = score.get((s.name, "after", task))
-            students[s.name] = {
-                "before": score.get((s.name, "before", task)),
-                "after": after,
-                "retention": (after / routed) if after is not None and routed else None,
-            }
-        tasks[task] = {"routed_teacher": routing[task], "teachers": teacher_scores, "students": students}
-
-    models = {}
+    tasks = _task_section(spec, score, routing)
+    models = _model_section(spec, score, efficiency, tasks)
     largest_teacher = max(
         (t.name for t in spec.teachers if t.name in efficiency), key=lambda n: efficiency[n]["parameters"], default=None
     )
-    for t in spec.teachers:
-        if t.name in efficiency:
-            models[t.name] = {"role": "teacher", **efficiency[t.name]}
-    for s in spec.students:
-        if s.name not in efficiency:
-            continue
-        entry = {"role": "student", **efficiency[s.name]}
-        teachers = {t: models[t] for t in models if models[t]["role"] == "teacher"}
-        entry["vs_teachers"] = {
-            name: {
-                "parameter_ratio": round(entry["parameters"] / m["parameters"], 4),
-                "latency_speedup": round(m["latency_ms_p50"] / entry["latency_ms_p50"], 2),
-                "ttft_speedup": round(m["ttft_ms_p50"] / entry["ttft_ms_p50"], 2),
-                "throughput_ratio": round(entry["throughput_tokens_per_s"] / m["throughput_tokens_per_s"], 2),
-            }
-            for name, m in teachers.items()
-        }
-        retentions = [tasks[task]["students"][s.name]["retention"] for task in tasks]
-        entry["retention_min"] = min((r for r in retentions if r is not None), default=None)
-        entry["retention_mean"] = (
-            sum(r for r in retentions if r is not None) / len(retentions)
-            if all(r is not None for r in retentions)
-            else None
-        )
-        models[s.name] = entry
-    for name, entry in models.items():  # quality on one axis: mean exact match over every task
-        stage = "teacher" if entry["role"] == "teacher" else "after"
-        values = [score.get((name, stage, task)) for task in tasks]
-        entry["mean_score"] = sum(values) / len(values) if values and None not in values else None
     training = training or {}
     return {
         "hardware": hardware,
@@ -137,6 +102,62 @@ def build_report(
         "multi_teacher": _multi_teacher(spec, models, training),
         "data": data or [],
     }
+
+
+Scores = dict[tuple[str, str, str], float]  # (model, stage, task) -> mean score
+
+
+def _task_section(spec: Spec, score: Scores, routing: dict[str, str]) -> dict:
+    """Per task: the routed teacher, every teacher's score, each student's before, after and retention."""
+    tasks = {}
+    for task in sorted(routing):
+        teacher_scores = {t.name: score.get((t.name, "teacher", task)) for t in spec.teachers}
+        routed = teacher_scores[routing[task]]
+        students = {}
+        for s in spec.students:
+            after = score.get((s.name, "after", task))
+            students[s.name] = {
+                "before": score.get((s.name, "before", task)),
+                "after": after,
+                "retention": (after / routed) if after is not None and routed else None,
+            }
+        tasks[task] = {"routed_teacher": routing[task], "teachers": teacher_scores, "students": students}
+    return tasks
+
+
+def _model_section(spec: Spec, score: Scores, efficiency: dict[str, dict], tasks: dict) -> dict:
+    """Per measured model: its efficiency figures, a student's against each teacher, and its mean score."""
+    teachers = {t.name: {"role": "teacher", **efficiency[t.name]} for t in spec.teachers if t.name in efficiency}
+    models = dict(teachers)
+    for s in spec.students:
+        if s.name in efficiency:
+            models[s.name] = _student_entry(s.name, efficiency[s.name], teachers, tasks)
+    for name, entry in models.items():  # quality on one axis: mean exact match over every task
+        stage = "teacher" if entry["role"] == "teacher" else "after"
+        values = [score.get((name, stage, task)) for task in tasks]
+        entry["mean_score"] = sum(values) / len(values) if values and None not in values else None
+    return models
+
+
+def _student_entry(student: str, figures: dict, teachers: dict[str, dict], tasks: dict) -> dict:
+    entry = {"role": "student", **figures}
+    entry["vs_teachers"] = {
+        name: {
+            "parameter_ratio": round(entry["parameters"] / m["parameters"], 4),
+            "latency_speedup": round(m["latency_ms_p50"] / entry["latency_ms_p50"], 2),
+            "ttft_speedup": round(m["ttft_ms_p50"] / entry["ttft_ms_p50"], 2),
+            "throughput_ratio": round(entry["throughput_tokens_per_s"] / m["throughput_tokens_per_s"], 2),
+        }
+        for name, m in teachers.items()
+    }
+    retentions = [tasks[task]["students"][student]["retention"] for task in tasks]
+    entry["retention_min"] = min((r for r in retentions if r is not None), default=None)
+    entry["retention_mean"] = (
+        sum(r for r in retentions if r is not None) / len(retentions)
+        if all(r is not None for r in retentions)
+        else None
+    )
+    return entry
 
 
 def _size(student) -> str:
@@ -321,3 +342,51 @@ def write_report(report: dict, out_dir: Path, image: str | None = None) -> tuple
     md.write_text("# Distillation report\n\n" + to_markdown(report, image))
     js.write_text(json.dumps(report, indent=2) + "\n")
     return md, js
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `assemble_report` wrote."""
+
+    markdown: Path
+    json: Path
+    plot: Path
+
+
+def assemble_report(
+    spec: Spec,
+    *,
+    teacher_evaluation: dict[str, pl.DataFrame],
+    student_evaluation: dict[str, pl.DataFrame],
+    model_efficiency: pl.DataFrame,
+    curated_completions: dict[str, pl.DataFrame],
+    training_set: pl.DataFrame,
+    routing_table: pl.DataFrame,
+    checkpoints: dict[str, Path],
+    checkpoints_dir: Path,
+    out_dir: Path,
+) -> tuple[dict, ReportFiles]:
+    """The report from the evaluation assets' frames, written to `out_dir` with its figure.
+
+    The evaluations are keyed by partition (student names for `student_evaluation`);
+    `checkpoints` maps each student to its local checkpoint folder (its training metrics),
+    and `checkpoints_dir` is where the checkpoints' lineage files sit.
+    """
+    predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
+    hardware = model_efficiency["hardware"][0]
+    efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
+    training = {s.name: read_training_metrics(checkpoints[s.name]) for s in spec.students}
+    report = build_report(
+        spec,
+        task_scores(predictions),
+        efficiency,
+        hardware,
+        data_section(curated_completions, training_set),
+        routing_table=routing_table.to_dicts(),
+        training=training,
+    )
+    report["lineage"] = report_lineage(checkpoints_dir, list(student_evaluation), training_set)
+    report["pareto_front"] = pareto_front(quality_latency_points(report))
+    plot = write_quality_latency_plot(report, out_dir / "quality_vs_latency.png")
+    markdown, json_path = write_report(report, out_dir, image=plot.name)
+    return report, ReportFiles(markdown=markdown, json=json_path, plot=plot)

@@ -107,8 +107,8 @@ class TaskSpec(StrictModel):
     system_prompt: str | None = None
     verifier: str | None = Field(
         None,
-        description="a checker that accepts or rejects a completion: reference, demo_dates, demo_reverse, "
-        "demo_units, or `package.module:function`",
+        description="a checker that accepts or rejects a completion: reference, or `package.module:function` "
+        "(the demo's: distill_assets.demo.verifiers:dates, :reverse, :units)",
     )
     samples: int | None = Field(
         None,

@@ -11,9 +11,11 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
+from distill_assets.spec import is_url
+
 
 def partition_file_stem(partition_key: str) -> str:
-    """A file name for a partition key ('teacher_a|dates' -> 'teacher_a__dates')."""
+    """A file name (without suffix) for a partition key ('teacher_a|dates' -> 'teacher_a__dates')."""
     return re.sub(r"[^A-Za-z0-9_.-]", "__", partition_key)
 
 
@@ -32,7 +34,7 @@ class ArtifactStore(dg.ConfigurableResource):
 
     @property
     def is_remote(self) -> bool:
-        return "://" in self.root and not self.root.startswith("file://")
+        return is_url(self.root)
 
     def url(self, *parts: str) -> Path | UPath:
         """Where an artifact lives in the store: a Path for a local root, a UPath for a URL."""
@@ -134,6 +136,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 
 def read_frame(path: Path | UPath) -> pl.DataFrame:
+    """A parquet frame from a local path or an object-store URL."""
     if isinstance(path, UPath):
         with path.open("rb") as f:
             return pl.read_parquet(f)

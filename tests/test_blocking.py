@@ -80,7 +80,7 @@ def test_garbage_teacher_is_blocked_and_the_student_checkpoint_is_kept(spec_file
 
 def test_failing_check_skips_downstream_in_the_same_run(spec_file):
     raw = yaml.safe_load(spec_file.read_text())
-    next(t for t in raw["tasks"] if t["name"] == "reverse")["verifier"] = "demo_reverse"
+    next(t for t in raw["tasks"] if t["name"] == "reverse")["verifier"] = "distill_assets.demo.verifiers:reverse"
     spec_file.write_text(yaml.safe_dump(raw))
     defs = build_definitions(spec_file)
     everything, resources = [*defs.assets, *defs.asset_checks], dict(defs.resources)

@@ -31,7 +31,7 @@ QUALITY = QualitySpec()
 @given(task=st.sampled_from(sorted(TASKS)), seed=st.integers(0, 2**32 - 1))
 def test_demo_verifiers_accept_the_answer_and_reject_a_changed_one(task, seed):
     prompt, answer = TASKS[task](random.Random(seed))
-    verifier = VERIFIERS[f"demo_{task}"]
+    verifier = get_verifier(f"distill_assets.demo.verifiers:{task}")
     assert verifier(prompt, answer, None) and verifier(prompt, f" {answer}\n", None)
     assert not verifier(prompt, answer + "0", None)
     assert VERIFIERS["reference"](prompt, answer, answer) and not VERIFIERS["reference"](prompt, "x", answer)
@@ -90,14 +90,16 @@ def test_each_rule_drops_and_says_why():
     completions = ["cba", "I'm sorry, I cannot help with that", "", "<|user|>zyx", "dlrow", "rae", "mulp"]
     finish = ["stop", "stop", "stop", "stop", "stop", "stop", "length"]
     frame = pl.concat([_frame(PROMPTS, completions, finish), _frame(PROMPTS[:1], ["cba"])])
-    curated = curate_completions(frame, QUALITY, get_verifier("demo_reverse"))
+    curated = curate_completions(frame, QUALITY, get_verifier("distill_assets.demo.verifiers:reverse"))
     assert curated["dropped_by"].to_list() == [
         None, "refusal", "empty", "template_leak", None, "verifier", "truncated", "exact_duplicate",
     ]  # fmt: skip
     stats = summary(curated)
     assert stats["generated"] == 8 and stats["kept"] == 2 and sum(stats["dropped"].values()) == 6
     assert all(e["why"] for e in stats["examples"])
-    off = curate_completions(frame, QUALITY.model_copy(update={"curate": False}), get_verifier("demo_reverse"))
+    off = curate_completions(
+        frame, QUALITY.model_copy(update={"curate": False}), get_verifier("distill_assets.demo.verifiers:reverse")
+    )
     assert off["dropped_by"].null_count() == off.height and off["verified"].to_list()[0] is True
 
 
@@ -134,7 +136,7 @@ def test_duplicates_across_teachers():
 
 def test_completion_suite_fails_garbage_and_passes_good_data():
     good = _frame(PROMPTS, [w[::-1] for w in WORDS]).drop("reference")
-    verifier = get_verifier("demo_reverse")
+    verifier = get_verifier("distill_assets.demo.verifiers:reverse")
     verified = pl.Series([verifier(p, c, None) for p, c in zip(good["prompt"], good["completion"])])
     assert all(o.passed for o in completion_suite(good, QUALITY, verified))
     garbage = good.with_columns(completion=pl.lit("<|assistant|> I'm sorry, I cannot help"))

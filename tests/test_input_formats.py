@@ -79,3 +79,18 @@ def test_curate_without_eval_source_holds_out_eval_size(tmp_path):
     train, held, stats, bad = curate(TASK.model_copy(update={"eval_size": 5}), path, None)
     assert (train.height, held.height, bad) == (25, 5, [])
     assert stats["duplicates_dropped"] == 0
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, suffix):
+    """Spreadsheets and Windows editors start UTF-8 files with a BOM: the first row must still read."""
+    plain, marked = tmp_path / f"plain.{suffix}", tmp_path / f"marked.{suffix}"
+    if suffix == "jsonl":
+        plain.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    else:
+        pl.DataFrame(ROWS).write_csv(plain)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    frame, bad, duplicates = load_prompts(TASK, marked)
+    assert (bad, duplicates) == ([], 1)
+    assert frame["prompt"].to_list()[0] == "Reverse the letters: abc"
+    assert frame.equals(load_prompts(TASK, plain)[0])

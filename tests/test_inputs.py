@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -171,3 +173,41 @@ def test_random_corruptions_are_all_counted(tmp_path_factory, plan):
             load_prompts(_task(), path, budget=BUDGET)
         assert f"{path}:{expected_bad[0]}:" in str(err.value)
         assert f"{len(expected_bad)} bad row(s)" in str(err.value)
+
+
+def _empty_parquet(path: Path) -> None:
+    pl.DataFrame(schema={"prompt": pl.String, "answer": pl.String}).write_parquet(path)
+
+
+def _empty_dataset(path: Path) -> None:
+    datasets.Dataset.from_dict({"prompt": [], "answer": []}).save_to_disk(str(path))
+
+
+def _empty_dataset_dict(path: Path) -> None:
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"prompt": [], "answer": []})}).save_to_disk(str(path))
+
+
+# name -> writes a file (or a datasets directory) that holds no rows
+EMPTY = {
+    "empty.jsonl": lambda p: p.write_bytes(b""),
+    "blank_lines.jsonl": lambda p: p.write_bytes(b"\n   \n\t\n"),
+    "bom_only.jsonl": lambda p: p.write_bytes(b"\xef\xbb\xbf\n"),
+    "empty.csv": lambda p: p.write_bytes(b""),
+    "header_only.csv": lambda p: p.write_bytes(b"prompt,answer\n"),
+    "header_only.parquet": _empty_parquet,
+    "empty_dataset": _empty_dataset,
+    "empty_dataset_dict": _empty_dataset_dict,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY))
+@pytest.mark.parametrize("on_bad_input", ["fail", "quarantine"])
+def test_a_file_without_rows_fails_saying_so(tmp_path, name, on_bad_input):
+    path = tmp_path / name
+    EMPTY[name](path)
+    with pytest.raises(InputError) as err:
+        load_prompts(_task(on_bad_input=on_bad_input), path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: has no rows"), message
+    with pytest.raises(InputError, match="has no rows"):  # what the curated_inputs asset calls
+        curate(_task(on_bad_input=on_bad_input), path, None)

@@ -11,13 +11,12 @@ from distill_assets.evaluation import measure_efficiency, score_predictions, tas
 from distill_assets.generation import chat_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
-from distill_assets.plots import embed_url, pareto_front, quality_latency_points, write_quality_latency_plot
-from distill_assets.report import build_report, data_section, read_training_metrics, to_markdown, write_report
+from distill_assets.plots import embed_url
+from distill_assets.report import assemble_report, to_markdown
 from distill_assets.spec import Spec
 from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
 from distill_assets.training import build_student_base
-from distill_assets.versions import report_lineage
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore, partitions_in
 from resources.teachers import cached_teacher
@@ -199,27 +198,25 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
         routing_table: pl.DataFrame,
         **curated,
     ) -> dg.MaterializeResult:
-        predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
-        hardware = model_efficiency["hardware"][0]
-        efficiency = {r.pop("model"): r for r in model_efficiency.drop("role", "hardware").to_dicts()}
-        _, curated_completions = routed_completions(spec, store, {**curated, "routing_table": routing_table})
-        data = data_section(curated_completions, training_set)
-        training = {s.name: read_training_metrics(store.checkpoint_dir(s.name)) for s in spec.students}
-        report = build_report(
-            spec, task_scores(predictions), efficiency, hardware, data,
-            routing_table=routing_table.to_dicts(), training=training,
-        )  # fmt: skip
-        report["lineage"] = report_lineage(store.path("checkpoints"), list(student_evaluation), training_set)
-        report["pareto_front"] = pareto_front(quality_latency_points(report))
-        png = write_quality_latency_plot(report, store.path("report", "quality_vs_latency.png"))
-        md_path, json_path = write_report(report, store.path("report"), image=png.name)
-        context.log.info(f"report written to {md_path}")
+        report, files = assemble_report(
+            spec,
+            teacher_evaluation=teacher_evaluation,
+            student_evaluation=student_evaluation,
+            model_efficiency=model_efficiency,
+            curated_completions=routed_completions(spec, store, {**curated, "routing_table": routing_table})[1],
+            training_set=training_set,
+            routing_table=routing_table,
+            checkpoints={s.name: store.checkpoint_dir(s.name) for s in spec.students},
+            checkpoints_dir=store.path("checkpoints"),
+            out_dir=store.path("report"),
+        )
+        context.log.info(f"report written to {files.markdown}")
         return dg.MaterializeResult(
             metadata={
-                "report": dg.MetadataValue.md(to_markdown(report, image=embed_url(png))),
-                "quality_vs_latency_png": dg.MetadataValue.path(str(png)),
-                "report_md": dg.MetadataValue.path(str(md_path)),
-                "report_json": dg.MetadataValue.path(str(json_path)),
+                "report": dg.MetadataValue.md(to_markdown(report, image=embed_url(files.plot))),
+                "quality_vs_latency_png": dg.MetadataValue.path(str(files.plot)),
+                "report_md": dg.MetadataValue.path(str(files.markdown)),
+                "report_json": dg.MetadataValue.path(str(files.json)),
                 "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
                 "lineage": dg.MetadataValue.json(report["lineage"]),
             }

@@ -16,6 +16,7 @@ from distill_assets.partitions import Partitions
 from distill_assets.quality import EXAMPLES, CheckOutcome, completion_suite, prompt_suite
 from distill_assets.spec import Spec
 from distill_assets.verifiers import get_verifier
+from resources.storage import partitions_in
 
 PROMPT_CHECKS = ["schema", "prompts_present", "unique_prompt_ids", "prompt_length"]
 COMPLETION_CHECKS = [
@@ -50,8 +51,16 @@ def _specs(asset: str, names: list[str], partitions_def, deps=None) -> list[dg.A
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
-    any_verifier = any(t.verifier for t in spec.tasks)
+    return [
+        _curated_inputs_suite(spec, partitions),
+        _eval_set_suite(spec, partitions),
+        _synthetic_completions_suite(spec, partitions),
+        _kept_enough(spec, partitions),
+        _no_eval_prompts_in_training(),
+    ]
 
+
+def _curated_inputs_suite(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         specs=_specs("curated_inputs", PROMPT_CHECKS, partitions.task),
         description="great-expectations suite on a task's training prompts.",
@@ -60,6 +69,10 @@ def build(spec: Spec, partitions: Partitions) -> list:
         for outcome in prompt_suite(curated_inputs, spec.quality_for(context.partition_key)):
             yield _result("curated_inputs", outcome)
 
+    return curated_inputs_suite
+
+
+def _eval_set_suite(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         specs=_specs("eval_set", [*PROMPT_CHECKS, "references_present"], partitions.task),
         description="great-expectations suite on a task's eval prompts.",
@@ -68,6 +81,11 @@ def build(spec: Spec, partitions: Partitions) -> list:
         for outcome in prompt_suite(eval_set, spec.quality_for(context.partition_key), need_reference=True):
             yield _result("eval_set", outcome)
 
+    return eval_set_suite
+
+
+def _synthetic_completions_suite(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinition:
+    any_verifier = any(t.verifier for t in spec.tasks)
     completion_checks = COMPLETION_CHECKS + (["verifier_pass_rate"] if any_verifier else [])
     by_task = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="task")
 
@@ -97,6 +115,10 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 description=f"task {task.name!r} has no verifier",
             )
 
+    return synthetic_completions_suite
+
+
+def _kept_enough(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset="curated_completions",
         blocking=True,
@@ -120,10 +142,14 @@ def build(spec: Spec, partitions: Partitions) -> list:
             },
         )
 
+    return kept_enough
+
+
+def _no_eval_prompts_in_training() -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset="training_set",
         blocking=True,
-        additional_ins={"eval_set": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        additional_ins={"eval_set": partitions_in()},
         description="Contamination guard: no eval prompt, after normalisation, is in the training set.",
     )
     def no_eval_prompts_in_training(training_set: pl.DataFrame, eval_set: dict[str, pl.DataFrame]):
@@ -139,4 +165,4 @@ def build(spec: Spec, partitions: Partitions) -> list:
             },
         )
 
-    return [curated_inputs_suite, eval_set_suite, synthetic_completions_suite, kept_enough, no_eval_prompts_in_training]
+    return no_eval_prompts_in_training
