@@ -1,9 +1,13 @@
 """The Dagster UI in a real browser: `dagster dev` on loopback, headless Chromium through Playwright.
 
-Checks that the asset graph shows every asset and its group, launches one partition's
-materialization through the UI's GraphQL API, waits for it to succeed, and saves
-screenshots (to $DISTILL_SCREENSHOTS if set, else the test's temporary folder).
-Skipped where Chromium or the `playwright` package is absent; `.ci/run` installs both.
+Checks that the asset graph shows every asset and its group, then does what a person does to
+materialize one partition: on `synthetic_completions`' page, *Materialize…*, one task and one
+teacher in the partition picker, *Launch 1 run*; it follows the run to *Success* and reads the
+partition as materialized on the asset's Partitions tab (its upstream `curated_inputs` partition
+is materialized the same way first). GraphQL only confirms afterwards what the page showed.
+Screenshots go to $DISTILL_SCREENSHOTS if set (`DISTILL_SCREENSHOTS=docs` refreshes the ones
+under docs/), else to the test's temporary folder. Skipped where Chromium or the `playwright`
+package is absent; `.ci/run` installs both.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from distill_assets.definitions import build_definitions
@@ -88,12 +93,12 @@ def wait_for(what: str, check, timeout: float, log: Path, every: float = 1.0):
 LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
-LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
-  ... on LaunchRunSuccess { run { runId } }
-  ... on PythonError { message } ... on InvalidSubsetError { message } ... on InvalidStepError { invalidStepKey }
-  ... on RunConfigValidationInvalid { errors { message } } ... on PipelineNotFoundError { message } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status
+  assetSelection { path } tags { key value } } } }"""
 
-RUN_STATUS = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
+TASK, TEACHER = "dates", "teacher_a"
+PARTITION = str(dg.MultiPartitionKey({"task": TASK, "teacher": TEACHER}))  # as the UI writes it: dates|teacher_a
+RUN_TIMEOUT_MS = 240_000  # one partition of the shrunken spec takes well under a minute on 2 cores
 
 
 def expand_all_groups(page) -> None:
@@ -125,6 +130,67 @@ def shown_assets(page, expected) -> list[str]:
     return found if len(found) == len(expected) else []
 
 
+def launch_one_partition(page, base: str, asset: str, keys: list[str], confirm: str | None = None, shot=None) -> str:
+    """On the asset's page: *Materialize…*, one key per partition dimension in the picker, *Launch 1 run*.
+
+    `keys` in the order the dialog shows the dimensions; `confirm`, the title of the notice the
+    UI shows first (a multi-asset's other outputs). Returns the launched run's id, read from the
+    toast's *View* link.
+    """
+    page.goto(f"{base}/assets/{asset}", wait_until="domcontentloaded", timeout=60_000)
+    page.get_by_role("button", name=re.compile("Materialize…")).click()
+    if confirm:
+        notice = page.get_by_role("dialog").filter(has_text=confirm)
+        notice.get_by_role("button", name="Confirm").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.wait_for()
+    for key in keys:
+        dialog.get_by_text("Select a partition or create one").first.click()  # the next dimension's picker
+        # The picker's rows write each key twice (shown, and measured for truncation): its title is unique.
+        page.get_by_role("menuitem").filter(has=page.get_by_title(key, exact=True)).click()
+        dialog.get_by_text("Launch runs to materialize").click()  # closes the picker, not the dialog
+        page.get_by_placeholder("Filter partitions").wait_for(state="hidden")
+    dialog.get_by_text("1 partition", exact=True).wait_for()
+    launch = dialog.get_by_role("button", name="Launch 1 run")
+    assert launch.is_enabled()
+    if shot:
+        page.screenshot(path=str(shot))
+    launch.click()
+    view = page.get_by_role("link", name="View", exact=True)  # in the "Launched run …" toast
+    href = view.get_attribute("href")
+    view.click()
+    return href.rsplit("/", 1)[-1]
+
+
+def run_outcome_in_ui(page, run_id: str) -> str:
+    """The run's page (opened from the toast) until its header says how it ended; that word."""
+    page.wait_for_url(re.compile(f"/runs/{run_id}"), timeout=30_000)
+    outcome = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
+    outcome.wait_for(timeout=RUN_TIMEOUT_MS)
+    return outcome.inner_text().strip()
+
+
+def partition_materialized_in_ui(page, base: str, asset: str, keys: list[str], partition: str, run_id: str) -> None:
+    """The asset's Partitions tab: one partition materialized, and it is `partition`, by `run_id`."""
+    page.goto(f"{base}/assets/{asset}?view=partitions", wait_until="domcontentloaded", timeout=60_000)
+    page.get_by_role("checkbox", name="Materialized (1)").wait_for(state="attached", timeout=60_000)
+    for key in keys:  # one column per dimension
+        page.get_by_title(key, exact=True).first.click()
+    page.get_by_text(partition, exact=True).first.wait_for()  # the selected partition's header
+    page.get_by_text("Materialized", exact=True).first.wait_for()  # its status badge
+    run_link = page.get_by_role("link", name=run_id[:8], exact=True)
+    assert f"/runs/{run_id}" in run_link.get_attribute("href")
+
+
+def screenshot_above(page, path: Path, cell: str) -> None:
+    """A screenshot cut above a metadata row (the `path` row holds this machine's temporary folder)."""
+    size = page.viewport_size
+    row = page.get_by_role("cell", name=cell, exact=True)
+    box = row.first.bounding_box() if row.count() else None
+    height = min(size["height"], int(box["y"]) - 1) if box else size["height"]
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": size["width"], "height": height})
+
+
 @pytest.fixture
 def dagster_dev(tmp_path, spec_file):
     """`dagster dev` for the shrunken spec on a free loopback port; stopped (its process group) after."""
@@ -150,8 +216,8 @@ def dagster_dev(tmp_path, spec_file):
                 assert not error or error["__typename"] != "PythonError", error
             return [e["name"] for e in entries if e["loadStatus"] == "LOADED"]
 
-        (location,) = wait_for("the code location to load", loaded, 240, log, every=2)
-        yield base, location, log
+        assert len(wait_for("the code location to load", loaded, 240, log, every=2)) == 1
+        yield base, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the process group this fixture started
         try:
@@ -161,8 +227,8 @@ def dagster_dev(tmp_path, spec_file):
             proc.wait(timeout=10)
 
 
-def test_asset_graph_in_chromium_and_a_partition_materialized_through_the_ui(dagster_dev, spec_file, tmp_path):
-    base, location, log = dagster_dev
+def test_asset_graph_in_chromium_and_one_partition_materialized_by_clicks(dagster_dev, spec_file, tmp_path):
+    base, log = dagster_dev
     shots = Path(os.environ.get("DISTILL_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     graph = build_definitions(spec_file).resolve_asset_graph()
@@ -177,6 +243,7 @@ def test_asset_graph_in_chromium_and_a_partition_materialized_through_the_ui(dag
         )
         try:
             page = browser.new_page()
+            page.set_default_timeout(30_000)
             page.goto(f"{base}/asset-groups", wait_until="domcontentloaded", timeout=60_000)
             expand_all_groups(page)
             shown = wait_for("every asset in the graph", lambda: shown_assets(page, groups), 60, log)
@@ -188,42 +255,33 @@ def test_asset_graph_in_chromium_and_a_partition_materialized_through_the_ui(dag
             page.wait_for_timeout(1500)  # let the layout settle for the screenshot
             page.screenshot(path=str(shots / "ui-asset-graph.png"))
 
-            launched = graphql(
-                base,
-                LAUNCH,
-                {
-                    "params": {
-                        "selector": {
-                            "repositoryLocationName": location,
-                            "repositoryName": "__repository__",
-                            "jobName": "__ASSET_JOB",
-                            "assetSelection": [
-                                {"path": ["curated_inputs"]},
-                                {"path": ["eval_set"]},
-                                {"path": ["dev_set"]},
-                            ],
-                        },
-                        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "dates"}]},
-                    }
-                },
-            )["launchRun"]
-            assert launched["__typename"] == "LaunchRunSuccess", launched
-            run_id = launched["run"]["runId"]
+            # synthetic_completions reads its task's curated prompts: that partition first, as a
+            # person would (curated_inputs is a multi-asset, so the UI says its other outputs come along).
+            upstream = launch_one_partition(
+                page, base, "curated_inputs", [TASK], confirm="Additional assets will be materialized"
+            )
+            assert run_outcome_in_ui(page, upstream) == "Success", (upstream, log.read_text()[-3000:])
 
-            def finished():
-                status = graphql(base, RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-                return status if status in {"SUCCESS", "FAILURE", "CANCELED"} else None
-
-            assert wait_for(f"run {run_id}", finished, 300, log, every=2) == "SUCCESS"
-            page.goto(f"{base}/runs/{run_id}", wait_until="domcontentloaded", timeout=60_000)
-            page.get_by_text("Success", exact=False).first.wait_for(timeout=60_000)
-            page.wait_for_timeout(1000)
+            run_id = launch_one_partition(
+                page, base, "synthetic_completions", [TASK, TEACHER], shot=shots / "ui-materialize-dialog.png"
+            )
+            assert run_outcome_in_ui(page, run_id) == "Success", (run_id, log.read_text()[-3000:])
+            page.get_by_text(f"partition: {PARTITION}").first.wait_for()
+            page.wait_for_timeout(1000)  # the Gantt chart settles
             page.screenshot(path=str(shots / "ui-run.png"))
-            page.goto(f"{base}/assets/curated_inputs?view=partitions", wait_until="domcontentloaded", timeout=60_000)
-            page.get_by_text("dates", exact=True).first.wait_for(timeout=60_000)
+
+            partition_materialized_in_ui(page, base, "synthetic_completions", [TASK, TEACHER], PARTITION, run_id)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(shots / "ui-partitions.png"))
+            screenshot_above(page, shots / "ui-partition-materialized.png", "path")
         finally:
             browser.close()
-    for name in ("ui-asset-graph.png", "ui-run.png", "ui-partitions.png"):
+
+    # What the pages showed, confirmed through the API: the clicks launched exactly this partition
+    # of exactly this asset, from the UI.
+    run = graphql(base, RUN, {"id": run_id})["runOrError"]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert run["status"] == "SUCCESS"
+    assert tags.get("dagster/partition") == PARTITION and tags.get("dagster/from_ui") == "true", tags
+    assert [a["path"] for a in run["assetSelection"]] == [["synthetic_completions"]]
+    for name in ("ui-asset-graph.png", "ui-materialize-dialog.png", "ui-run.png", "ui-partition-materialized.png"):
         assert (shots / name).stat().st_size > 10_000, name
