@@ -34,7 +34,7 @@ from distill_assets.run import (
     teacher_requests,
 )
 from distill_assets.spec import default_spec_path
-from distill_assets.staleness import Steps, observe_teachers, plan_stale
+from distill_assets.staleness import Steps, observe_spec, plan_stale
 
 
 def backfill(
@@ -47,7 +47,7 @@ def backfill(
 ) -> dict:
     """Observe the teachers, then materialize (or with `dry_run` only list) what is stale; returns what it did."""
     started = time.time()
-    observe_teachers(defs, instance)
+    observe_spec(defs, instance)
     if dry_run:
         plan = plan_stale(defs, steps, instance, routing)
         echo(f"{len(plan)} partition(s) to materialize:" if len(plan) else "nothing is stale")

@@ -26,7 +26,7 @@ from distill_assets.definitions import build_definitions
 from distill_assets.partitions import ROUTED_TAG
 from distill_assets.routing import ROUTING_TABLE, Routing
 from distill_assets.spec import Spec, SpecError, default_spec_path, load_spec
-from distill_assets.staleness import StalePlan, StaleTracker, Steps, observe_teachers
+from distill_assets.staleness import StalePlan, StaleTracker, Steps, observe_spec
 from resources.storage import ArtifactStore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -111,8 +111,8 @@ class Materializer:
     routing: Callable[[], Routing] | None = None  # the routing in force, for the stale check
 
     def run(self, steps: Steps, observe: bool = True) -> StalePlan:
-        if observe:  # teacher versions first: each materialization records the ones it was built from
-            observe_teachers(self.defs, self.instance)
+        if observe:  # spec versions first: each materialization records the ones it was built from
+            observe_spec(self.defs, self.instance)
         tracker = StaleTracker(self.defs, self.instance, self.routing) if self.only_stale else None
         done = StalePlan()
         for names, partitions in steps:

@@ -1,9 +1,11 @@
-"""Teacher staleness: each teacher's version as an observation, and which partitions are stale because of it.
+"""Staleness: the spec's parts as versioned observations, and which partitions are stale because of them.
 
 `teacher_spec[teacher]` is an observable source asset whose data version per teacher is the
 hash of that teacher's spec (distill.yaml, read again at every observation). A teacher's
 `synthetic_completions` and `teacher_evaluation` partitions depend on it, so editing one
-teacher makes only that teacher's partitions stale. This module is what the assets (the
+teacher makes only that teacher's partitions stale. `task_spec[task]` (the task's block,
+quality bounds and input files), `student_spec[student]` and `evaluation_spec` do the same
+for the inputs, the checkpoints and the evaluations. This module is what the assets (the
 sensor), the headless run and the backfill share: it sits below all of them.
 
 Staleness is Dagster's own, the resolver the UI uses. Dagster 1.13 exports no public name for
@@ -34,22 +36,67 @@ from distill_assets.keys import teacher_task_key
 from distill_assets.partitions import ROUTED_TAG
 from distill_assets.routing import Routing
 from distill_assets.spec import Spec, load_spec
-from distill_assets.versions import teacher_versions
+from distill_assets.versions import evaluation_version, student_versions, task_versions, teacher_versions
 
 __all__ = [
     "DATA_VERSION_TAG",
+    "SPEC_SOURCES",
     "TEACHER_SPEC",
     "StalePlan",
     "StaleStatus",
     "StaleTracker",
     "changed_teacher_subset",
     "current_teacher_versions",
-    "observe_teachers",
+    "observe_spec",
     "observed_teacher_versions",
     "stale_status_resolver",
 ]
 
+
+@dataclass(frozen=True)
+class SpecSource:
+    """One part of the spec observed as an asset: its versions, per partition or (unpartitioned) one."""
+
+    key: dg.AssetKey
+    partitions: str | None  # the Partitions attribute it is partitioned by
+    versions: Callable[[Spec], dict[str, str] | str]
+    description: str
+
+    def current(self, spec_path: Path, known: list[str] | None = None) -> dict[str, str] | str:
+        """Versions from the spec file as it is on disk now, so a running `dagster dev` sees an edit
+        without a reload; only for the partitions the loaded definitions know."""
+        versions = self.versions(load_spec(spec_path))
+        return versions if isinstance(versions, str) else {k: v for k, v in versions.items() if k in (known or [])}
+
+
 TEACHER_SPEC = dg.AssetKey("teacher_spec")
+SPEC_SOURCES = (
+    SpecSource(
+        TEACHER_SPEC,
+        "teacher",
+        teacher_versions,
+        "Each teacher's spec (backend, model and revision, prompt template, sampling) as a version: "
+        "observe it after editing distill.yaml to see which partitions are stale.",
+    ),
+    SpecSource(
+        dg.AssetKey("task_spec"),
+        "task",
+        task_versions,
+        "Each task's spec block, quality bounds and input files as a version: an edit makes its inputs stale.",
+    ),
+    SpecSource(
+        dg.AssetKey("student_spec"),
+        "student",
+        student_versions,
+        "Each student's spec (base, method, training, LoRA) as a version: an edit makes its checkpoint stale.",
+    ),
+    SpecSource(
+        dg.AssetKey("evaluation_spec"),
+        None,
+        evaluation_version,
+        "The evaluation settings as a version: an edit makes the evaluations stale.",
+    ),
+)
 GENERATION = dg.AssetKey("synthetic_completions")
 
 Partitions = list[str | None] | Callable[[], list[str | None]]
@@ -57,10 +104,8 @@ Steps = list[tuple[list[str], Partitions]]
 
 
 def current_teacher_versions(spec_path: Path, known: list[str]) -> dict[str, str]:
-    """Versions from the spec file as it is on disk now, so a running `dagster dev` sees an edit
-    without a reload; only for the teachers the loaded definitions have partitions for."""
-    versions = teacher_versions(load_spec(spec_path))
-    return {t: v for t, v in versions.items() if t in known}
+    """The teachers' versions from the spec file as it is on disk now (see SpecSource.current)."""
+    return SPEC_SOURCES[0].current(spec_path, known)
 
 
 def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str]) -> dict[str, str | None]:
@@ -73,13 +118,13 @@ def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str])
     return out
 
 
-def observe_teachers(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-    """Record each teacher's current version as an observation of teacher_spec (what the UI's *Observe* does)."""
-    source = defs.resolve_assets_def(TEACHER_SPEC)
-    job = dg.define_asset_job("observe_teacher_spec", selection=dg.AssetSelection.keys(TEACHER_SPEC))
+def observe_spec(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+    """Record the spec's current versions as observations of its sources (what the UI's *Observe* does)."""
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    job_def = dg.Definitions(assets=[source], jobs=[job]).resolve_job_def(job.name)
-    job_def.execute_in_process(instance=instance, run_config=quiet)
+    for source in SPEC_SOURCES:  # one job each: a job's assets share one partitions definition
+        job = dg.define_asset_job(f"observe_{source.key.to_python_identifier()}", selection=[source.key])
+        job_def = dg.Definitions(assets=[defs.resolve_assets_def(source.key)], jobs=[job]).resolve_job_def(job.name)
+        job_def.execute_in_process(instance=instance, run_config=quiet)
 
 
 def stale_status_resolver(defs: dg.Definitions, instance: dg.DagsterInstance) -> CachingStaleStatusResolver:

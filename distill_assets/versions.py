@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distill_assets.generation import teacher_identity
+from distill_assets.generation import checkpoint_fingerprint, teacher_identity
 from distill_assets.spec import Spec, TeacherSpec
 
 
@@ -34,6 +34,40 @@ def teacher_data_version(teacher: TeacherSpec, spec: Spec) -> str:
 def teacher_versions(spec: Spec) -> dict[str, str]:
     """teacher name -> data version, for every teacher in the spec."""
     return {t.name: teacher_data_version(t, spec) for t in spec.teachers}
+
+
+def _files(spec: Spec, *paths: str | None) -> list:
+    """Name, size and modification time of local files or directories a spec names (an edit changes them)."""
+    out = []
+    for path in paths:
+        resolved = Path(spec.resolve(path)) if path else None
+        if resolved is not None and resolved.is_dir():
+            out.append(checkpoint_fingerprint(resolved))
+        elif resolved is not None and resolved.is_file():
+            out.append([resolved.stat().st_size, resolved.stat().st_mtime_ns])
+    return out
+
+
+def _block(model, *files) -> str:
+    return _short(json.dumps([model.model_dump(mode="json"), *files], sort_keys=True).encode())
+
+
+def task_versions(spec: Spec) -> dict[str, str]:
+    """task name -> a hash of its spec block, its quality bounds and its input files."""
+    return {
+        t.name: _block(t, spec.quality_for(t.name).model_dump(mode="json"), _files(spec, t.source, t.eval_source))
+        for t in spec.tasks
+    }
+
+
+def student_versions(spec: Spec) -> dict[str, str]:
+    """student name -> a hash of its spec block (base, method, training, LoRA) and a local base model's files."""
+    return {s.name: _block(s, _files(spec, s.base.model, s.base.tokenizer)) for s in spec.students}
+
+
+def evaluation_version(spec: Spec) -> str:
+    """A hash of the evaluation settings (max_new_tokens, batch sizes, timed requests, price)."""
+    return _block(spec.evaluation)
 
 
 def frame_version(frame: pl.DataFrame) -> str:

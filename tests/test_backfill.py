@@ -13,7 +13,7 @@ from distill_assets.definitions import build_definitions
 from distill_assets.partitions import teacher_task_key
 from distill_assets.run import plan, run_pipeline, store_of
 from distill_assets.spec import load_spec
-from distill_assets.staleness import StaleStatus, observe_teachers, plan_stale, stale_status_resolver
+from distill_assets.staleness import StaleStatus, observe_spec, plan_stale, stale_status_resolver
 
 # Up to the training set, plus the teachers' evaluation: the part of the graph a teacher touches,
 # without training students (test_pipeline covers those).
@@ -55,7 +55,7 @@ def test_one_teacher_changed_backfills_only_its_partitions(spec_file):
 
         edit(spec_file, lambda d: d["teachers"][1]["generation"].update(temperature=0.7))  # teacher_b
         defs = build_definitions(spec_file)
-        observe_teachers(defs, instance)
+        observe_spec(defs, instance)
         teacher_task = [
             teacher_task_key(t, k) for t in ("teacher_a", "teacher_b") for k in ("dates", "reverse", "units")
         ]
@@ -149,7 +149,7 @@ def test_sensor_is_off_by_default_and_requests_a_backfill_of_the_changed_teacher
     sensor = defs.resolve_sensor_def("teacher_change_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     with dg.DagsterInstance.ephemeral() as instance:
-        observe_teachers(defs, instance)
+        observe_spec(defs, instance)
         context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
         assert isinstance(sensor(context), dg.SkipReason)  # nothing changed
 
@@ -168,3 +168,35 @@ def test_sensor_is_off_by_default_and_requests_a_backfill_of_the_changed_teacher
         }
         context.update_cursor(context.cursor)
         assert isinstance(sensor(context), dg.SkipReason)  # launched once per change
+
+
+def test_editing_a_student_a_task_or_the_evaluation_makes_stale_only_what_depends_on_it(spec_file):
+    names = STAGES | {"student_checkpoint"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        defs = build_definitions(spec_file)
+        run_pipeline(defs, [s for s in plan(spec_file) if s[0][0] in names], instance, echo=lambda _: None)
+        assert len(plan_stale(defs, [s for s in plan(spec_file) if s[0][0] in names], instance)) == 0
+
+        def stale_after(change) -> dict[str, list]:
+            edit(spec_file, change)
+            defs = build_definitions(spec_file)
+            observe_spec(defs, instance)
+            stale = plan_stale(defs, [s for s in plan(spec_file) if s[0][0] in names], instance)
+            return {keys[0]: parts for keys, parts in stale.steps}
+
+        # One student's training block: only its checkpoint.
+        assert stale_after(lambda d: d["students"][1]["training"].update(max_steps=3)) == {
+            "student_checkpoint": ["student_s"]
+        }
+        edit(spec_file, lambda d: d["students"][1]["training"].update(max_steps=2))  # back as it was
+
+        # The evaluation settings: every teacher evaluation, nothing upstream.
+        stale = stale_after(lambda d: d["evaluation"].update(max_new_tokens=5))
+        assert list(stale) == ["teacher_evaluation"] and len(stale["teacher_evaluation"]) == 6
+
+        # One task's input file: its inputs and everything downstream of them.
+        source = spec_file.parent / "data/units_train.jsonl"
+        stale = stale_after(lambda d: source.write_text(source.read_text() + source.read_text().splitlines()[0] + "\n"))
+        assert stale["curated_inputs"] == ["units"]
+        assert stale["synthetic_completions"] == [teacher_task_key("teacher_a", "units")]
+        assert stale["student_checkpoint"] == ["student_m", "student_s"]

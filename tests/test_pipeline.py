@@ -19,7 +19,8 @@ def test_project_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "teacher_spec", "curated_inputs", "eval_set", "dev_set", "synthetic_completions", "curated_completions",
+        "teacher_spec", "task_spec", "student_spec", "evaluation_spec",
+        "curated_inputs", "eval_set", "dev_set", "synthetic_completions", "curated_completions",
         "routing_table", "training_set",
         "student_checkpoint", "teacher_evaluation", "student_evaluation", "model_efficiency", "distillation_report",
     }  # fmt: skip

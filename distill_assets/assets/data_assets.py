@@ -29,6 +29,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
             ),
         },
         partitions_def=partitions.task,
+        deps=["task_spec"],  # the task's spec block, quality bounds and input files: an edit makes it stale
         group_name="data",
     )
     def curated_inputs(context: dg.AssetExecutionContext, store: ArtifactStore):

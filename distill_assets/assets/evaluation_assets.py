@@ -22,6 +22,7 @@ from resources.storage import ArtifactStore, partitions_in
 from resources.teachers import cached_teacher
 from resources.transformers_backend import TransformersBackend
 
+EVALUATION_SPEC = dg.AssetKey("evaluation_spec")  # the evaluation settings: an edit makes evaluations stale
 GPU = {"pool": "gpu", "op_tags": gpu_op_tags()}  # serialised on the GPU; on Kubernetes the pod requests one
 
 
@@ -50,7 +51,10 @@ def teacher_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         "(stage dev, for routing), scored by the task metric; answers come through the generation cache.",
         partitions_def=partitions.teacher_task,
         ins={"eval_set": dg.AssetIn(partition_mapping=by_task), "dev_set": dg.AssetIn(partition_mapping=by_task)},
-        deps=[dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher"))],
+        deps=[
+            dg.AssetDep(TEACHER_SPEC, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("teacher")),
+            EVALUATION_SPEC,
+        ],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         **GPU,
@@ -85,7 +89,7 @@ def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         description="A student's predictions on every task's eval prompts, before and after distillation.",
         partitions_def=partitions.student,
         ins={"eval_set": partitions_in()},
-        deps=[dg.AssetKey("student_checkpoint")],
+        deps=[dg.AssetKey("student_checkpoint"), EVALUATION_SPEC],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         **GPU,
@@ -129,7 +133,7 @@ def model_efficiency_asset(spec: Spec) -> dg.AssetsDefinition:
         description="Size, time to first token, latency, throughput, memory and cost of every teacher and student, "
         "measured one after another in one process on the same hardware.",
         ins={"eval_set": partitions_in()},
-        deps=[dg.AssetDep("student_checkpoint", partition_mapping=dg.AllPartitionMapping())],
+        deps=[dg.AssetDep("student_checkpoint", partition_mapping=dg.AllPartitionMapping()), EVALUATION_SPEC],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         **GPU,

@@ -1,7 +1,8 @@
-"""Stage 0: the spec's teachers as an observable source, and the sensor that backfills on a change.
+"""Stage 0: the spec's parts as observable sources, and the sensor that backfills on a teacher change.
 
-`teacher_spec[teacher]` is observed, not materialized: its data version per teacher is the
-hash of that teacher's spec (see distill_assets/staleness.py).
+`teacher_spec[teacher]`, `task_spec[task]`, `student_spec[student]` and `evaluation_spec` are
+observed, not materialized: their data versions are hashes of those parts of the spec (see
+distill_assets/staleness.py), so an edit makes stale exactly what depends on it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from distill_assets.routing import Routing
 from distill_assets.spec import Spec
 from distill_assets.staleness import (
     DATA_VERSION_TAG,
+    SPEC_SOURCES,
     TEACHER_SPEC,
+    SpecSource,
     changed_teacher_subset,
     current_teacher_versions,
     observed_teacher_versions,
@@ -25,20 +28,27 @@ from distill_assets.staleness import (
 
 
 def build(spec: Spec, partitions: Partitions, spec_path: Path) -> list:
-    known = [t.name for t in spec.teachers]
+    return [spec_source(source, partitions, spec_path) for source in SPEC_SOURCES]
+
+
+def spec_source(source: SpecSource, partitions: Partitions, spec_path: Path) -> dg.SourceAsset:
+    """An observable source whose data versions are the spec part's versions, read from the file when observed."""
+    partitions_def = getattr(partitions, source.partitions) if source.partitions else None
+    known = partitions_def.get_partition_keys() if partitions_def else None
 
     @dg.observable_source_asset(
-        name=TEACHER_SPEC.to_user_string(),
-        description="Each teacher's spec (backend, model and revision, prompt template, sampling) as a version: "
-        "observe it after editing distill.yaml to see which partitions are stale.",
-        partitions_def=partitions.teacher,
+        name=source.key.to_user_string(),
+        description=source.description,
+        partitions_def=partitions_def,
         group_name="spec",
     )
-    def teacher_spec() -> dg.DataVersionsByPartition:
-        versions = current_teacher_versions(spec_path, known)
-        return dg.DataVersionsByPartition({t: dg.DataVersion(v) for t, v in versions.items()})
+    def observe() -> dg.DataVersionsByPartition | dg.DataVersion:
+        versions = source.current(spec_path, known)
+        if isinstance(versions, str):
+            return dg.DataVersion(versions)
+        return dg.DataVersionsByPartition({k: dg.DataVersion(v) for k, v in versions.items()})
 
-    return [teacher_spec]
+    return observe
 
 
 def build_sensors(spec: Spec, spec_path: Path, routing: Callable[[], Routing]) -> list:
@@ -49,7 +59,7 @@ def build_sensors(spec: Spec, spec_path: Path, routing: Callable[[], Routing]) -
         "that teacher's partitions and everything downstream. Off by default: start it in the UI.",
         default_status=dg.DefaultSensorStatus.STOPPED,
         minimum_interval_seconds=60,
-        asset_selection=dg.AssetSelection.all() - dg.AssetSelection.keys(TEACHER_SPEC),
+        asset_selection=dg.AssetSelection.all() - dg.AssetSelection.keys(*(source.key for source in SPEC_SOURCES)),
     )
     def teacher_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         current = current_teacher_versions(spec_path, [t.name for t in spec.teachers])

@@ -60,6 +60,7 @@ def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
         partitions_def=partitions.student,
         ins={"training_set": dg.AssetIn()},
+        deps=["student_spec"],  # the student's spec: editing it makes only its checkpoint stale
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
