@@ -1,15 +1,15 @@
 """Backfill exactly what is stale: `python -m distill_assets.backfill [--spec distill.yaml] [--dry-run]`.
 
-Observes `teacher_spec` (each teacher's version, from the spec), asks Dagster which
+Observes the spec's versions (teachers, tasks, students, evaluation settings), asks Dagster which
 partitions are stale or missing, and materializes those and everything downstream of
 them, in dependency order, into the persistent instance ($DAGSTER_HOME). Prints each
 partition it runs and why, and the teacher requests it sent: requests the generation
 cache has already answered cost nothing. `--dry-run` prints the plan and runs nothing.
 
 After editing one teacher in distill.yaml, only that teacher's partitions (and the
-training set, students, evaluations and report that depend on them) run again. Other
-spec edits (students, evaluation settings, quality bounds) are not versioned: run
-`python -m distill_assets.run --force` for those.
+training set, students, evaluations and report that depend on them) run again; after
+editing one student, only its checkpoint and what follows. `python -m distill_assets.run`
+does the same without `--dry-run`; `--force` there recomputes everything.
 """
 
 from __future__ import annotations
