@@ -22,16 +22,17 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.assets.routing_assets import current_routing
+from distill_assets.execution import Workers, default_workers, quiet_progress_bars
 from distill_assets.routing import Routing
 from distill_assets.run import (
     instance_home,
     load,
     plan,
-    quiet_progress_bars,
     run_ids,
     run_pipeline,
     store_of,
     teacher_requests,
+    worker_processes,
 )
 from distill_assets.spec import default_spec_path
 from distill_assets.staleness import Steps, observe_spec, plan_stale
@@ -44,6 +45,7 @@ def backfill(
     echo=print,
     dry_run: bool = False,
     routing: Callable[[], Routing] | None = None,
+    workers: Workers | None = None,
 ) -> dict:
     """Observe the teachers, then materialize (or with `dry_run` only list) what is stale; returns what it did."""
     started = time.time()
@@ -55,7 +57,9 @@ def backfill(
             echo(line)
         return {"partitions": len(plan), "plan": plan}
     before = run_ids(instance)
-    done = run_pipeline(defs, steps, instance, echo=echo, observe=False, only_stale=True, routing=routing)
+    done = run_pipeline(
+        defs, steps, instance, echo=echo, observe=False, only_stale=True, routing=routing, workers=workers
+    )
     if not len(done):
         echo("nothing is stale: every partition is up to date with the spec")
     requests = teacher_requests(instance, run_ids(instance) - before)
@@ -77,6 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", type=Path, default=default_spec_path(), help="the pipeline spec (distill.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print what is stale and why; materialize nothing")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="partitions of a step side by side (see run --help)"
+    )
     args = parser.parse_args()
     home = instance_home()
     quiet_progress_bars()
@@ -86,7 +93,8 @@ def main() -> None:
     with dg.DagsterInstance.get() as instance:
         echo = lambda line: print(line, flush=True)  # noqa: E731
         routing = lambda: current_routing(spec, store_of(spec))  # noqa: E731
-        done = backfill(defs, steps, instance, echo=echo, dry_run=args.dry_run, routing=routing)
+        with worker_processes(args.spec, instance, 1 if args.dry_run else args.workers) as workers:
+            done = backfill(defs, steps, instance, echo=echo, dry_run=args.dry_run, routing=routing, workers=workers)
     if not args.dry_run:
         print(f"distill: backfill finished in {done['seconds']:.0f}s")
 

@@ -15,7 +15,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import dagster as dg
 
 from distill_assets.assets.routing_assets import current_routing
 from distill_assets.definitions import build_definitions
+from distill_assets.execution import MODEL_POOL, Workers, default_workers, materialize, pool_slots, quiet_progress_bars
 from distill_assets.partitions import ROUTED_TAG
 from distill_assets.routing import ROUTING_TABLE, Routing
 from distill_assets.spec import Spec, SpecError, default_spec_path, load_spec
@@ -101,14 +103,19 @@ def _routed_keys(spec: Spec):
 
 @dataclass
 class Materializer:
-    """Materializes steps into an instance; with `only_stale`, only what is missing or stale."""
+    """Materializes steps into an instance; with `only_stale`, only what is missing or stale.
+
+    With `workers` (worker processes; see execution.py) the partitions of a step run side by
+    side; without, one after another in this process.
+    """
 
     defs: dg.Definitions
     instance: dg.DagsterInstance
-    echo: object = print
+    echo: Callable[[str], None] = print
     log_level: str = "INFO"
     only_stale: bool = False
     routing: Callable[[], Routing] | None = None  # the routing in force, for the stale check
+    workers: Workers | None = None
 
     def run(self, steps: Steps, observe: bool = True) -> StalePlan:
         if observe:  # spec versions first: each materialization records the ones it was built from
@@ -118,45 +125,45 @@ class Materializer:
         for names, partitions in steps:
             if tracker:
                 tracker.refresh()  # the data versions the steps before this one wrote
+            todo: dict[str | None, str] = {}
             for partition in partitions() if callable(partitions) else partitions:
                 why = tracker.reason(names, partition) if tracker else "forced"
                 if why is None:
                     done.skipped.setdefault("+".join(names), []).append(partition)
-                    continue
-                self.materialize(names, partition, why if tracker else None)
+                else:
+                    todo[partition] = why
+            for partition in self.materialize(names, todo):
                 if tracker:
                     tracker.choose(names, partition)
-                done.add(names, partition, why)
+                done.add(names, partition, todo[partition])
         for label, partitions in done.skipped.items():
             shown = f"[{', '.join(str(p) for p in partitions)}]" if partitions != [None] else ""
             self.echo(f"  skipped {label}{shown}: up to date")
         return done
 
-    def materialize(self, names: list[str], partition: str | None, why: str | None) -> None:
-        label = "+".join(names) + (f"[{partition}]" if partition else "")
+    def materialize(self, names: list[str], why: dict[str | None, str]) -> Iterator[str | None]:
+        """Materialize the partitions (keys of `why`, the reason for each), yielding each as it succeeds;
+        exit when any failed, once the others running beside it have finished."""
+        if self.workers and len(why) > 1:
+            results = self.workers.materialize(names, list(why))
+        else:
+            results = (self._in_process(names, p) for p in why)
+        failures = []
+        for partition, seconds, error in results:
+            label = "+".join(names) + (f"[{partition}]" if partition else "")
+            if error:
+                failures.append(f"FAILED: {label} ({error})")
+                continue
+            reason = "" if why[partition] == "forced" else f" ({why[partition]})"
+            self.echo(f"  done {label} in {seconds:.1f}s{reason}")
+            yield partition
+        if failures:
+            raise SystemExit("\n".join(failures) + "; nothing downstream ran. See `dagster dev` or the log above")
+
+    def _in_process(self, names: list[str], partition: str | None) -> tuple[str | None, float, str | None]:
         started = time.time()
-        result = dg.materialize(
-            [*(self.defs.assets or []), *(self.defs.asset_checks or [])],  # checks run with the assets they guard
-            selection=[dg.AssetKey(k) for k in names],
-            partition_key=partition,
-            resources=dict(self.defs.resources or {}),
-            instance=self.instance,
-            # The run log keeps every event; the console shows the assets' own progress lines.
-            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
-            raise_on_error=False,
-        )
-        if not result.success:
-            failed = [
-                f"{e.asset_key.to_user_string()}:{e.check_name}"
-                for e in result.get_asset_check_evaluations()
-                if not e.passed
-            ]
-            because = f"; blocking check(s) failed: {', '.join(failed)}" if failed else ""
-            raise SystemExit(
-                f"FAILED: {label} (run {result.run_id}){because}; nothing downstream ran. "
-                "See `dagster dev` or the log above"
-            )
-        self.echo(f"  done {label} in {time.time() - started:.1f}s" + (f" ({why})" if why else ""))
+        error = materialize(self.defs, self.instance, names, partition, self.log_level)
+        return partition, time.time() - started, error
 
 
 def run_pipeline(
@@ -168,9 +175,24 @@ def run_pipeline(
     observe: bool = True,
     only_stale: bool = False,
     routing: Callable[[], Routing] | None = None,
+    workers: Workers | None = None,
 ) -> StalePlan:
     """Materialize `steps` (all of them, or with `only_stale` what is missing or stale); returns what ran."""
-    return Materializer(defs, instance, echo, log_level, only_stale, routing).run(steps, observe)
+    return Materializer(defs, instance, echo, log_level, only_stale, routing, workers).run(steps, observe)
+
+
+@contextmanager
+def worker_processes(spec_path: Path, instance: dg.DagsterInstance, count: int) -> Iterator[Workers | None]:
+    """`count` worker processes with the model pool opened to them, or None for one in-process worker."""
+    if count < 2 or instance.is_ephemeral:  # an ephemeral instance lives in this process only
+        yield None
+        return
+    workers = Workers(spec_path, count)
+    try:
+        with pool_slots(instance, MODEL_POOL, count):
+            yield workers
+    finally:
+        workers.close()
 
 
 def teacher_requests(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, dict[str, int]]:
@@ -212,14 +234,6 @@ def print_report(spec: Spec) -> None:
         print(f"  {row['student']} (from {', '.join(row['teachers'])}): mean {row['student_mean']:.3f} vs {versus}")
 
 
-def quiet_progress_bars() -> None:
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 def load(spec_path: Path) -> tuple[Spec, dg.Definitions]:
     """The spec and its definitions, or exit with the spec's error (a message naming the field)."""
     os.environ["DISTILL_SPEC"] = str(spec_path.resolve())
@@ -236,6 +250,13 @@ def main() -> None:
     parser.add_argument(
         "--all-partitions", action="store_true", help="generate every teacher x task, not only the routed ones"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="partitions of a step materialized side by side, in one-thread processes (default: one per core "
+        "without a GPU, 1 with one)",
+    )
     args = parser.parse_args()
     home = instance_home()
     quiet_progress_bars()
@@ -248,7 +269,10 @@ def main() -> None:
         before = run_ids(instance)
         echo = lambda line: print(line, flush=True)  # noqa: E731
         routing = lambda: current_routing(spec, store_of(spec))  # noqa: E731
-        done = run_pipeline(defs, steps, instance, echo=echo, only_stale=not args.force, routing=routing)
+        with worker_processes(args.spec, instance, args.workers) as workers:
+            done = run_pipeline(
+                defs, steps, instance, echo=echo, only_stale=not args.force, routing=routing, workers=workers
+            )
         requests = teacher_requests(instance, run_ids(instance) - before)
     sent = sum(r.get("requests_sent", 0) for r in requests.values())
     cached = sum(r.get("cached_hits", 0) for r in requests.values())

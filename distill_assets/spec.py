@@ -259,7 +259,12 @@ class TrainingSpec(StrictModel):
     per_device_train_batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    lr_scheduler_type: str = "cosine"
+    lr_scheduler_type: str = Field(
+        "cosine", description="a transformers scheduler: cosine, linear, constant_with_warmup, warmup_stable_decay, ..."
+    )
+    lr_scheduler_kwargs: dict[str, float | int | str] = Field(
+        default_factory=dict, description="its own settings, e.g. {num_decay_steps: 200} for warmup_stable_decay"
+    )
     weight_decay: float = Field(0.01, ge=0)
     max_length: int = Field(256, ge=8)
     seed: int = 0

@@ -146,6 +146,7 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
+        lr_scheduler_kwargs=dict(cfg.lr_scheduler_kwargs),
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,

@@ -13,9 +13,10 @@ import yaml
 from distill_assets.assets import training_assets
 from distill_assets.assets.routing_assets import current_routing
 from distill_assets.definitions import build_definitions
-from distill_assets.run import plan, run_pipeline, store_of
+from distill_assets.execution import MODEL_POOL
+from distill_assets.run import plan, run_pipeline, store_of, worker_processes
 from distill_assets.spec import load_spec
-from tests.conftest import shrunken_spec
+from tests.conftest import PROJECT_DIR, shrunken_spec
 from tests.openai_server import FakeTeacher, OpenAIServer
 
 
@@ -87,3 +88,29 @@ def test_one_task_one_teacher_one_student_end_to_end_then_an_unchanged_rerun_doe
     assert set(training["task"]) == {"reverse"} and training.height == 12
     evaluated = pl.read_parquet(root / "frames/student_evaluation/student_m.parquet")
     assert set(evaluated["task"]) == {"reverse"} and set(evaluated["stage"]) == {"before", "after"}
+
+
+def test_partitions_of_a_step_side_by_side_in_worker_processes(spec_file, tmp_path, monkeypatch):
+    """The CPU schedule: each student, each teacher x task, in a one-thread process of its own."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the workers open the same persistent instance
+    wanted = {"curated_inputs", "synthetic_completions", "curated_completions", "training_set", "student_checkpoint"}
+    steps = [(keys, parts) for keys, parts in plan(spec_file) if wanted & set(keys)]
+    lines: list[str] = []
+    with dg.DagsterInstance.get() as instance:
+        with worker_processes(spec_file, instance, 2) as workers:
+            assert workers is not None
+            assert next(p for p in instance.event_log_storage.get_pool_limits() if p.name == MODEL_POOL).limit == 2
+            done = run_pipeline(build_definitions(spec_file), steps, instance, echo=lines.append, workers=workers)
+        # the pool's limit is the instance's own again (dagster.yaml's default: one at a time)
+        assert all(p.from_default or p.limit == 1 for p in instance.event_log_storage.get_pool_limits())
+        assert set(done.partitions("student_checkpoint")) == {"student_m", "student_s"}
+        records = instance.fetch_materializations(dg.AssetKey("student_checkpoint"), limit=10).records
+        assert {r.asset_materialization.partition for r in records} == {"student_m", "student_s"}
+        for student in ("student_m", "student_s"):
+            assert (load_spec(spec_file).storage_path() / "checkpoints" / student / "model.safetensors").is_file()
+        runs = {r.dagster_run.tags.get("dagster/partition") for r in instance.get_run_records()}
+        assert {"student_m", "student_s", "dates", "reverse", "units"} <= runs
+    assert sum(line.startswith("  done student_checkpoint[") for line in lines) == 2
