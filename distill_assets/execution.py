@@ -59,10 +59,12 @@ def materialize(
 
 
 def default_workers() -> int:
-    """One per core on a CPU-only machine; one with a GPU (the pool gives it to one step at a time)."""
+    """On a CPU-only machine one more than the cores, so that a step whose partitions differ in size
+    (a larger student beside two small ones) keeps every core busy to the end; with a GPU one (the pool
+    gives it to one step at a time)."""
     import torch
 
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+    return 1 if torch.cuda.is_available() else (os.cpu_count() or 1) + 1
 
 
 # What a worker process keeps between the partitions it is given.
