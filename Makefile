@@ -43,9 +43,9 @@ teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 core
 # the target to about half an hour on a 2-core CPU; bench/README.md gives the sizes of its figures.
 # Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0.
 bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
-	$(PY) -m bench.batched_vs_loop --prompts 64
+	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
-	$(PY) -m bench.cache_rerun --prompts 128
+	$(PY) -m bench.cache_rerun
 	$(PY) -m bench.replica_scaling
 	$(PY) -m bench.ddp_training
 	$(PY) -m bench.storage_per_token
