@@ -53,6 +53,6 @@ bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.vllm_vs_transformers
 	$(PY) -m bench.teacher_change --train 120 --eval 20 --steps 20 --dev 20
 	$(PY) -m bench.orchestration_overhead --train 120 --eval 20 --steps 20 --dev 20
-	spec=$$($(PY) -m distill_assets.demo.shrunken $$(mktemp -d) --train 400 --eval 100 --steps 300 --dev 50) && \
+	spec=$$($(PY) -m distill_assets.demo.shrunken $$(mktemp -d) --train 1000 --eval 100 --steps 800 --dev 50) && \
 	$(PY) -m bench.curation_effect --spec $$spec && \
 	$(PY) -m bench.methods_seeds --spec $$spec --seeds 0 1 --workers 2
