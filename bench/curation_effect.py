@@ -1,14 +1,15 @@
 """Does curation help? Degrade one teacher, then train the same student with and without curation.
 
-    python bench/curation_effect.py                                   # teacher_a at temperature 1.5
-    python bench/curation_effect.py --teacher teacher_a --temperature 1.5 --student student_s --max-steps 600
+    python -m bench.curation_effect                                   # teacher_a at temperature 1.5
+    python -m bench.curation_effect --teacher teacher_a --temperature 1.5 --student student_s --max-steps 600
 
-Generates each task's completions with the routed teacher (the degraded one sampling at
+Routes each task as the pipeline does (with `routing: auto`, the best teacher on the dev
+split), generates its completions with the routed teacher (the degraded one sampling at
 `--temperature`, the others as the spec says), curates them with the spec's rules, trains
 `--student` twice from the same seed (on every completion, and on the curated ones), and
 prints per task: generated, dropped by curation (by rule), and the student's exact match
-on the eval prompts with and without curation. Plain functions, no Dagster run; needs the
-demo teachers (`python -m distill_assets.demo.train_teachers`).
+on the eval prompts with and without curation. Plain functions, no Dagster run
+(bench/common.py: routed_data); needs the demo teachers.
 """
 
 from __future__ import annotations
@@ -19,22 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import datasets
 import polars as pl
 import torch
+import transformers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # also run as `python bench/curation_effect.py`
 
-from distill_assets.assets.routing_assets import current_routing
-from distill_assets.curation import curate_completions, dedup_across, kept, summary
+from bench.common import routed_data
+from distill_assets.curation import dedup_across, kept, summary
 from distill_assets.evaluation import score_predictions, task_scores
-from distill_assets.generation import generate_completions
-from distill_assets.inputs import curate
-from distill_assets.routing import ROUTING_TABLE
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training import train_student
 from distill_assets.training_set import merge_routed
-from distill_assets.verifiers import get_verifier
-from resources.storage import ArtifactStore
 from resources.transformers_backend import TransformersBackend
 
 
@@ -47,6 +45,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override the student's training steps")
     parser.add_argument("--train-prompts", type=int, default=None, help="use only this many prompts per task")
     args = parser.parse_args()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
     spec = load_spec(args.spec)
     device, dtype = torch.device("cpu"), torch.float32
@@ -54,38 +54,10 @@ def main() -> None:
     if args.max_steps:
         training = student.training.model_copy(update={"max_steps": args.max_steps})
         student = student.model_copy(update={"training": training})
-    routing = current_routing(spec, ArtifactStore(root=str(spec.storage_path())))
-    if routing.measured and not ArtifactStore(root=str(spec.storage_path())).frame_path(ROUTING_TABLE).exists():
-        sys.exit(f"{args.spec}: routing: auto; materialize routing_table first (python -m distill_assets.run)")
-
-    curated, raw, evals = {}, {}, {}
-    for task_name, teacher_name in sorted(routing.teachers.items()):
-        task, teacher = spec.task(task_name), spec.teacher(teacher_name)
-        if teacher_name == args.teacher:
-            generation = teacher.generation.model_copy(update={"temperature": args.temperature})
-            teacher = teacher.model_copy(update={"generation": generation})
-        train, held, _, _ = curate(
-            task,
-            spec.resolve_path(task.source),
-            spec.resolve_path(task.eval_source) if task.eval_source else None,
-            spec.quality_for(task_name),
-        )
-        if args.train_prompts:
-            train = train.head(args.train_prompts)
-        started = time.time()
-        backend = TransformersBackend.load(spec.resolve(teacher.model), device, dtype, teacher.generation.batch_size)
-        try:
-            frame = generate_completions(backend, train, teacher, task)
-        finally:
-            backend.close()
-        frame = frame.join(train.select("prompt_id", "reference"), on="prompt_id", how="left")
-        verifier = get_verifier(task.verifier) if task.verifier else None
-        key = f"{task_name}|{teacher_name}"
-        curated[key] = curate_completions(frame, spec.quality_for(task_name), verifier)
-        raw[key] = curated[key].with_columns(dropped_by=pl.lit(None, pl.String))
-        evals[task_name] = held
-        seconds = time.time() - started
-        print(f"generated {frame.height} for {task_name} with {teacher_name} in {seconds:.0f}s", flush=True)
+    started = time.time()
+    curated, evals, routing = routed_data(spec, device, {args.teacher: args.temperature}, args.train_prompts)
+    print(f"routing {routing.describe()}; generated and curated in {time.time() - started:.0f}s", flush=True)
+    raw = {key: frame.with_columns(dropped_by=pl.lit(None, pl.String)) for key, frame in curated.items()}
 
     arms = {
         "without curation": merge_routed(raw, spec, routing),

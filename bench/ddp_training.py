@@ -31,13 +31,13 @@ TASKS = ("dates", "reverse", "units")
 
 
 def demo_training_set(rows: int) -> pl.DataFrame:
-    """The demo tasks' prompts with their reference answers as completions, interleaved."""
+    """The demo tasks' prompts with their reference answers as completions, interleaved, all from teacher_a."""
     per_task = rows // len(TASKS)
     records = []
     for task in TASKS:
         for line in (DATA_DIR / f"{task}_train.jsonl").read_text().splitlines()[:per_task]:
             row = json.loads(line)
-            records.append({"task": task, "prompt": row["prompt"], "completion": row["answer"]})
+            records.append({"task": task, "teacher": "teacher_a", "prompt": row["prompt"], "completion": row["answer"]})
     frame = pl.DataFrame(records).sample(fraction=1.0, shuffle=True, seed=0)
     return frame.with_columns(
         messages=pl.Series(

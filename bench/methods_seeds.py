@@ -28,63 +28,19 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from distill_assets.curation import curate_completions, dedup_across, kept
+from bench.common import routed_data
+from distill_assets.curation import dedup_across, kept
 from distill_assets.evaluation import score_predictions, task_scores
-from distill_assets.generation import generate_completions
-from distill_assets.inputs import curate, split_eval
-from distill_assets.routing import Routing, decide_routing, dev_scores
+from distill_assets.routing import Routing
 from distill_assets.spec import default_spec_path, load_spec
 from distill_assets.training_set import merge_routed
-from distill_assets.verifiers import get_verifier
 from resources.devices import default_dtype
 from resources.transformers_backend import TransformersBackend
 
 
-def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], dict[str, str]]:
-    """(training set, eval set per task, routing): the pipeline's data path as plain functions."""
-    dtype = default_dtype(device)
-    train, dev, evals = {}, {}, {}
-    for task in spec.tasks:
-        quality = spec.quality_for(task.name)
-        source = spec.resolve_path(task.source)
-        eval_source = spec.resolve_path(task.eval_source) if task.eval_source else None
-        prompts, evals[task.name], _, _ = curate(task, source, eval_source, quality)
-        train[task.name], dev[task.name] = split_eval(prompts, spec.dev_size(task.name))
-    backends = {}
-    try:
-        for teacher in spec.teachers:
-            backends[teacher.name] = TransformersBackend.load(
-                spec.resolve(teacher.model), device, dtype, teacher.generation.batch_size
-            )
-        routing = Routing.from_spec(spec)
-        if routing.measured:
-            predictions = pl.concat(
-                [
-                    score_predictions(backends[t], dev[task], spec.task(task), spec.evaluation, t, "dev")
-                    for task in dev
-                    for t in spec.candidates(task)
-                    if dev[task].height
-                ]
-            )
-            routing = Routing.from_table(decide_routing(spec, dev_scores(predictions)))
-        curated = {}
-        for task_name, teacher_name in sorted(routing.teachers.items()):
-            task, teacher = spec.task(task_name), spec.teacher(teacher_name)
-            started = time.perf_counter()
-            frame = generate_completions(backends[teacher_name], train[task_name], teacher, task)
-            seconds = time.perf_counter() - started
-            tokens = frame["num_tokens"].sum()
-            print(
-                f"generate {task_name} with {teacher_name} on {device}: {frame.height} completions, "
-                f"{seconds:.1f}s, {frame.height / seconds:.0f} prompts/s, {tokens / seconds:.0f} tokens/s",
-                flush=True,
-            )
-            frame = frame.join(train[task_name].select("prompt_id", "reference"), on="prompt_id", how="left")
-            verifier = get_verifier(task.verifier) if task.verifier else None
-            curated[f"{task_name}|{teacher_name}"] = curate_completions(frame, spec.quality_for(task_name), verifier)
-    finally:
-        for backend in backends.values():
-            backend.close()
+def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], Routing]:
+    """(training set, eval set per task, routing): the routed, curated completions merged and deduplicated."""
+    curated, evals, routing = routed_data(spec, device)
     merged = merge_routed({key: kept(frame) for key, frame in curated.items()}, spec, routing)
     return dedup_across(merged, spec.quality)[0], evals, routing
 

@@ -1,9 +1,9 @@
 """Orchestration overhead: the demo materialized through Dagster against the same steps in one plain process.
 
-    python -m bench.orchestration_overhead [--train 300 --eval 50 --steps 100]
+    python -m bench.orchestration_overhead [--train 300 --eval 50 --steps 100 --dev 100]
 
 Both sides run the same asset and check functions on the same shrunken demo spec
-(bench/shrunken_demo.py), each with a fresh storage root and generation cache. The
+(distill_assets/demo/shrunken.py), each with a fresh storage root and generation cache. The
 Dagster side is `distill_assets.run.run_pipeline` (one in-process run per partition, a
 SQLite instance on disk, the parquet IO manager, blocking checks). The plain side calls
 each asset's and check's function directly, reading and writing the same parquet files.
@@ -22,9 +22,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from bench.shrunken_demo import PROJECT_DIR, demo_teachers_or_random, write_spec
+from bench.common import stand_in_teacher
 from distill_assets.definitions import build_definitions
-from distill_assets.run import plan, run_pipeline
+from distill_assets.demo.shrunken import PROJECT_DIR, write_spec
+from distill_assets.run import plan, quiet_progress_bars, run_pipeline
 from resources.storage import ArtifactStore
 
 
@@ -92,7 +93,7 @@ def run_plain(defs: dg.Definitions, steps, store: ArtifactStore) -> None:
     for names, partitions in steps:
         keys = [dg.AssetKey(n) for n in names]
         node = by_key[keys[0]]
-        for partition in partitions:
+        for partition in partitions() if callable(partitions) else partitions:  # routed: known once routed
             result = _call(node, defs, store, graph, keys[0], partition, log)
             single = isinstance(result, (pl.DataFrame, dg.Output, dg.MaterializeResult))
             outputs = [result] if single else list(result)  # a multi-asset yields one Output per asset
@@ -116,18 +117,17 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300, help="training prompts per task")
     parser.add_argument("--eval", type=int, default=50, help="eval prompts per task")
     parser.add_argument("--steps", type=int, default=100, help="training steps per student")
+    parser.add_argument("--dev", type=int, help="dev prompts per task, for routing (default: the spec's)")
     args = parser.parse_args()
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
+    quiet_progress_bars()
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    teachers = demo_teachers_or_random()
+    teacher = stand_in_teacher()
     root = Path(tempfile.mkdtemp(prefix="bench_orchestration_"))
     times = {}
     for side in ("plain", "dagster"):
-        spec_path = write_spec(root / side, args.train, args.eval, args.steps, teachers)
+        spec_path = write_spec(root / side, args.train, args.eval, args.steps, teacher, args.dev)
         defs = build_definitions(spec_path)
-        steps = plan(spec_path)
+        steps = plan(spec_path, defs=defs)
         started = time.perf_counter()
         if side == "plain":
             run_plain(defs, steps, defs.resources["store"])
@@ -139,7 +139,7 @@ def main() -> None:
                 run_pipeline(defs, steps, instance, echo=lambda line: None, log_level="WARNING")
         times[side] = time.perf_counter() - started
         print(f"{side:8s} {times[side]:7.1f}s", flush=True)
-    stand_in = ", random stand-in teachers" if teachers else ""
+    stand_in = ", a random stand-in teacher" if teacher else ""
     size = f"{args.train} training / {args.eval} eval prompts per task, {args.steps} steps per student{stand_in}"
     print(f"demo ({size}): Dagster / plain = {times['dagster'] / times['plain']:.3f}x")
 

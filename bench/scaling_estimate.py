@@ -1,11 +1,13 @@
-"""What a 70B-teacher, 100k-prompt, 3-student run needs: GPU hours, storage, requests (see the README).
+"""What a 70B-teacher, 100k-prompt, 3-student run needs: GPU hours, storage, requests (see docs/scaling.md).
 
 python -m bench.scaling_estimate [--prompts 100000] [--samples 1] [--prompt-tokens 400] [--completion-tokens 300]
+                                 [--client-cpu-ms 0.2]
 
 Arithmetic only, nothing is run: every input is printed with where it comes from. The
 project's own figures are the measured ones in bench/README.md (replica scaling, bytes per
-token, HTTP client cost); the hardware figures are NVIDIA's public H100 SXM numbers; the
-utilisation factors are assumptions, stated, that a user replaces with a measured figure
+token) and the HTTP client's CPU per request (bench/http_concurrency.py prints it); the
+hardware figures are NVIDIA's public H100 SXM numbers; the utilisation factors are
+assumptions, stated, that a user replaces with a measured figure
 (bench/vllm_vs_transformers.py on their GPU) before buying hours.
 """
 
@@ -33,7 +35,8 @@ CACHE_BYTES_PER_TOKEN = 5.7  # bench/storage_per_token.py, SQLite cache, text on
 CACHE_BYTES_PER_TOKEN_TOP20 = 1393.7  # ... with top-20 log-probs per token (JSON in SQLite)
 PARQUET_BYTES_PER_TOKEN = 1.3  # ... the frame, text only (synthetic text compresses well: a lower bound)
 PARQUET_BYTES_PER_TOKEN_TOP20 = 245.4  # ... the frame with top-20 log-probs
-CLIENT_CPU_S_PER_REQUEST = 0.3e-3  # bench/README.md: aiohttp client CPU per request
+# bench/http_concurrency.py's "client CPU per request" at concurrency 32: 0.19-0.22 ms on the 2-core VM
+CLIENT_CPU_MS_PER_REQUEST = 0.2
 
 
 def main() -> None:
@@ -43,6 +46,13 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=400)
     parser.add_argument("--completion-tokens", type=int, default=300)
     parser.add_argument("--replicas", type=int, default=8)
+    parser.add_argument(
+        "--client-cpu-ms",
+        type=float,
+        default=CLIENT_CPU_MS_PER_REQUEST,
+        help="the HTTP client's CPU per request, as bench/http_concurrency.py prints it (default: %(default)s, "
+        "measured on the 2-core VM)",
+    )
     args = parser.parse_args()
 
     requests = args.prompts * args.samples
@@ -88,7 +98,8 @@ def main() -> None:
     print(f"Total: {total:.0f} H100 GPU-hours")
     print("Requests")
     print(f"  {requests:,} generation + {EVAL_PROMPTS:,} teacher-eval requests; a rerun sends 0 (the cache); "
-          f"client CPU {requests * CLIENT_CPU_S_PER_REQUEST:.0f} s")  # fmt: skip
+          f"client CPU {requests * args.client_cpu_ms / 1e3:.0f} s at {args.client_cpu_ms} ms per request "
+          "(bench/http_concurrency.py)")  # fmt: skip
     print("Storage")
     students_gb = sum(STUDENTS.values()) * 4 / 1e9  # float32, as TRL saves a float32-loaded model
     print(f"  teacher weights {weights_bytes / 1e9:.0f} GB (per node that serves it); students {students_gb:.0f} GB "

@@ -5,8 +5,8 @@ python -m bench.storage_per_token [--completions 2000] [--tokens 256] [--top-k 2
 The completions go through the asset's own path (CachedBackend over the GenerationCache,
 then generate_completions) from a stand-in teacher that answers with BPE-like tokens
 (English words and pieces, 4 to 5 characters a token), with and without its top-k
-log-probabilities per token (what offline logit distillation keeps). The README's scaling
-note multiplies these figures by a run's token count.
+log-probabilities per token (what offline logit distillation keeps). docs/scaling.md (through
+bench/scaling_estimate.py) multiplies these figures by a run's token count.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ import yaml
 from transformers import LlamaForCausalLM
 
 from distill_assets.demo.make_data import DATA_DIR
+from distill_assets.demo.shrunken import TASKS as TASKS  # tests import the demo's task names from here
+from distill_assets.demo.shrunken import shrunken_spec as demo_shrunken_spec
 from distill_assets.demo.tiny_models import build_tokenizer, llama_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TASKS = ("dates", "reverse", "units")
 
 
 @pytest.fixture(scope="session")
@@ -47,41 +48,8 @@ def demo_rows(task: str, split: str, n: int) -> list[dict]:
 
 
 def shrunken_spec(root: Path, teacher: Path, train: int = 12, eval_: int = 4, steps: int = 2) -> dict:
-    """The demo's shape (2 teachers, 3 tasks, 2 students) at a size that runs in seconds."""
-    data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    tasks = []
-    for task in TASKS:
-        write_jsonl(data / f"{task}_train.jsonl", demo_rows(task, "train", train))
-        write_jsonl(data / f"{task}_eval.jsonl", demo_rows(task, "eval", eval_))
-        tasks.append(
-            {
-                "name": task,
-                "source": f"data/{task}_train.jsonl",
-                "eval_source": f"data/{task}_eval.jsonl",
-                "eval_size": eval_,
-            }
-        )
-    generation = {"max_new_tokens": 4, "batch_size": 8, "temperature": 1.0}
-    training = {"max_steps": steps, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
-
-    def student(name: str, hidden: int) -> dict:
-        arch = {"hidden_size": hidden, "num_hidden_layers": 1, "num_attention_heads": 2}
-        return {"name": name, "base": {"architecture": arch, "tokenizer": str(teacher)}, "training": training}
-
-    return {
-        "storage_root": "artifacts",
-        "tasks": tasks,
-        "teachers": [
-            {"name": "teacher_a", "model": str(teacher), "tasks": ["dates", "units"], "generation": generation},
-            {"name": "teacher_b", "model": str(teacher), "tasks": ["reverse"], "generation": generation},
-        ],
-        "students": [student("student_m", 16), student("student_s", 8)],
-        # The random tiny teacher always runs to max_new_tokens: keep its truncated completions.
-        "quality": {"drop_truncated": False},
-        "evaluation": {"max_new_tokens": 4, "batch_size": 8, "latency_requests": 2, "throughput_prompts": 6,
-                       "throughput_batch_size": 4},
-    }  # fmt: skip
+    """The demo's shape (2 teachers, 3 tasks, 2 students) with `teacher` standing in, at a size that runs in seconds."""
+    return demo_shrunken_spec(root, train, eval_, steps, teacher=teacher)
 
 
 @pytest.fixture
