@@ -40,7 +40,8 @@ teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 core
 	$(PY) -m distill_assets.demo.train_teachers
 
 # Every benchmark in bench/ (tests/test_bench.py checks that none is left out), at sizes that keep
-# the target to about half an hour on a 2-core CPU; bench/README.md gives the sizes of its figures.
+# the target to 10-30 minutes on a 2-core CPU (more when other jobs share the cores); bench/README.md
+# gives the sizes of its figures.
 # Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0.
 bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.batched_vs_loop
