@@ -1,7 +1,7 @@
 """OpenAI-compatible chat completions client (vLLM serve, SGLang, TGI, Ollama, Llama API).
 
-Requests run concurrently on one asyncio loop (aiohttp: about a tenth of httpx's CPU per
-request, measured), at most `concurrency` at a time, spread round-robin over the replicas
+Requests run concurrently on one asyncio loop (aiohttp; `bench.http_concurrency` prints the
+client's CPU per request), at most `concurrency` at a time, spread round-robin over the replicas
 in `base_urls` (a retry goes to the next replica). The
 retry policy is in resources/retry.py. A request that still fails after its retries comes
 back as a failed `Completion` naming the reason, never dropped.
