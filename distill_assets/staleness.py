@@ -42,6 +42,7 @@ __all__ = [
     "DATA_VERSION_TAG",
     "SPEC_SOURCES",
     "TEACHER_SPEC",
+    "SpecSource",
     "StalePlan",
     "StaleStatus",
     "StaleTracker",
@@ -49,6 +50,7 @@ __all__ = [
     "current_teacher_versions",
     "observe_spec",
     "observed_teacher_versions",
+    "plan_stale",
     "stale_status_resolver",
 ]
 
