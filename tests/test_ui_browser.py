@@ -239,14 +239,18 @@ def test_asset_graph_in_chromium_and_one_partition_materialized_by_clicks(dagste
             str(tmp_path / "chromium"),
             executable_path=CHROMIUM,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1800, "height": 1100},
+            viewport={"width": 2400, "height": 2200},
         )
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
             page.goto(f"{base}/asset-groups", wait_until="domcontentloaded", timeout=60_000)
             expand_all_groups(page)
-            shown = wait_for("every asset in the graph", lambda: shown_assets(page, groups), 60, log)
+            try:
+                shown = wait_for("every asset in the graph", lambda: shown_assets(page, groups), 60, log)
+            except AssertionError:
+                page.screenshot(path=shots / "ui-asset-graph-incomplete.png")  # what the page showed instead
+                raise
             assert set(shown) == set(groups), f"assets missing from the graph: {set(groups) - set(shown)}"
             headers = page.locator("foreignObject.group [data-tooltip]").evaluate_all(
                 "els => els.map(e => e.getAttribute('data-tooltip'))"
