@@ -9,11 +9,16 @@ import dagster as dg
 from distill_assets.keys import teacher_task_key
 from distill_assets.spec import Spec
 
-__all__ = ["ROUTED_TAG", "Partitions", "teacher_task_key"]
+__all__ = ["ROUTED_TAG", "Partitions", "is_routed", "teacher_task_key"]
 
 # An asset tagged so holds one partition per routed teacher x task only (routing.Routing decides which):
 # the headless run and the teacher-change sensor materialize just those.
 ROUTED_TAG = {"distill/partitions": "routed"}
+
+
+def is_routed(tags: dict[str, str]) -> bool:
+    """Whether an asset with these tags holds the routed teacher x task partitions only."""
+    return ROUTED_TAG.items() <= tags.items()
 
 
 @dataclass(frozen=True)

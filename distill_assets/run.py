@@ -25,7 +25,7 @@ import dagster as dg
 from distill_assets.assets.routing_assets import current_routing
 from distill_assets.definitions import build_definitions
 from distill_assets.execution import MODEL_POOL, Workers, default_workers, materialize, pool_slots, quiet_progress_bars
-from distill_assets.partitions import ROUTED_TAG
+from distill_assets.partitions import is_routed
 from distill_assets.routing import ROUTING_TABLE, Routing
 from distill_assets.spec import Spec, SpecError, default_spec_path, load_spec
 from distill_assets.staleness import StalePlan, StaleTracker, Steps, observe_spec
@@ -55,7 +55,7 @@ def plan(spec_path: Path, all_partitions: bool = False, defs: dg.Definitions | N
     """(asset names, partition keys) steps in dependency order, read off the definitions' asset graph.
 
     Each asset definition (a multi-asset is one step) is a step, with every partition, except
-    that assets tagged ROUTED_TAG get the routed teacher x task partitions only (all of them with
+    that assets tagged routed (partitions.ROUTED_TAG) get the routed teacher x task partitions only (all of them with
     `all_partitions`). When the routing is measured, those are known only once the routing table
     is: they are a function then, called when the step is reached, and the step is ordered after
     the routing table.
@@ -66,7 +66,7 @@ def plan(spec_path: Path, all_partitions: bool = False, defs: dg.Definitions | N
     routing = Routing.from_spec(spec)
     materializable = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
     nodes = list(dict.fromkeys(graph.get(k).assets_def for k in materializable))  # a multi-asset is one node
-    routed = {graph.get(k).assets_def for k in materializable if ROUTED_TAG.items() <= graph.get(k).tags.items()}
+    routed = {graph.get(k).assets_def for k in materializable if is_routed(graph.get(k).tags)}
     after = {n: {graph.get(p).assets_def for k in n.keys for p in graph.get(k).parent_keys} & set(nodes) for n in nodes}
     after = {n: parents - {n} for n, parents in after.items()}
     if routing.measured:

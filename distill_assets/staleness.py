@@ -33,7 +33,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey  # the element
 from dagster._time import get_current_datetime  # the clock Dagster's own temporal context uses
 
 from distill_assets.keys import teacher_task_key
-from distill_assets.partitions import ROUTED_TAG
+from distill_assets.partitions import is_routed
 from distill_assets.routing import Routing
 from distill_assets.spec import Spec, load_spec
 from distill_assets.versions import evaluation_version, student_versions, task_versions, teacher_versions
@@ -107,7 +107,7 @@ Steps = list[tuple[list[str], Partitions]]
 
 def current_teacher_versions(spec_path: Path, known: list[str]) -> dict[str, str]:
     """The teachers' versions from the spec file as it is on disk now (see SpecSource.current)."""
-    return SPEC_SOURCES[0].current(spec_path, known)
+    return next(s for s in SPEC_SOURCES if s.key == TEACHER_SPEC).current(spec_path, known)
 
 
 def observed_teacher_versions(instance: dg.DagsterInstance, teachers: list[str]) -> dict[str, str | None]:
@@ -263,7 +263,7 @@ def changed_teacher_subset(graph, spec: Spec, teachers: list[str], routing: Rout
                 parts = [None]
             for p in parts:
                 # Only the routed teacher x task partitions of a routed asset, as the headless run does.
-                if ROUTED_TAG.items() <= graph.get(child).tags.items() and p not in routed:
+                if is_routed(graph.get(child).tags) and p not in routed:
                     continue
                 item = AssetKeyPartitionKey(child, p)
                 if item not in seen:
