@@ -80,7 +80,7 @@ def routed_data(
     try:
         for teacher in spec.teachers:
             backends[teacher.name] = TransformersBackend.load(
-                spec.resolve(teacher.model), device, dtype, teacher.generation.batch_size
+                spec.model_path(teacher.model), device, dtype, teacher.generation.batch_size
             )
         routing = Routing.from_spec(spec)
         if routing.measured:

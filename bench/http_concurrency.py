@@ -49,7 +49,7 @@ def main() -> None:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)  # kept alive
         started, cpu = time.perf_counter(), time.process_time()
         for request in requests[: args.sequential]:
-            body = json.dumps({"model": "m", "messages": request.messages, "max_tokens": 16})
+            body = json.dumps({"model": "m", "messages": request.prompt, "max_tokens": 16})
             connection.request("POST", f"{parts.path}/chat/completions", body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             assert response.status == 200 and json.loads(response.read())["choices"]

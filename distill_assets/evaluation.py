@@ -10,7 +10,7 @@ import gc
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,7 @@ import torch
 from distill_assets.generation import chat_prompt
 from distill_assets.metrics import METRICS
 from distill_assets.spec import EvaluationSpec, TaskSpec
-from resources.backends import Messages, Progress, SamplingParams, TeacherBackend
+from resources.backends import Progress, Prompt, SamplingParams, TeacherBackend
 from resources.transformers_backend import TransformersBackend
 
 PREDICTION_SCHEMA = {
@@ -42,10 +42,17 @@ def score_predictions(
     model: str,
     stage: str,
     progress: Progress | None = None,
+    prompt_of: Callable[[str], Prompt] | None = None,
+    stop: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """Greedy predictions on the task's eval prompts, scored by the task's metric."""
-    chats = [chat_prompt(p, task.system_prompt) for p in eval_set["prompt"]]
-    completions = backend.generate(chats, SamplingParams(max_new_tokens=settings.max_new_tokens), progress)
+    """Greedy predictions on the task's eval prompts, scored by the task's metric.
+
+    Each prompt is asked as `prompt_of` renders it (a teacher: `generation.teacher_prompt`);
+    by default as a chat in the model's own template, as a student is asked.
+    """
+    prompt_of = prompt_of or (lambda p: chat_prompt(p, task.system_prompt))
+    params = SamplingParams(max_new_tokens=settings.max_new_tokens, stop=tuple(stop))
+    completions = backend.generate([prompt_of(p) for p in eval_set["prompt"]], params, progress)
     metric = METRICS[task.metric]
     predictions = [c.text for c in completions]
     return pl.DataFrame(
@@ -113,16 +120,19 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def measure_efficiency(
     path: str,
-    prompts: Sequence[Messages],
+    prompts: Sequence[Prompt],
     settings: EvaluationSpec,
     device: torch.device,
     dtype: torch.dtype,
+    stop: Sequence[str] = (),
 ) -> dict:
     """Load a model and time it: time to first token, batch-1 latency, batched throughput, memory.
 
     Time to first token is a batch-1 request for one new token (prefill plus one decode
-    step); latency is a batch-1 request run to the end; throughput counts generated tokens
-    per second over batches of `throughput_batch_size`.
+    step); latency is a batch-1 request run to its end (the end token, a `stop` string or
+    max_new_tokens); throughput counts generated tokens per second over batches of
+    `throughput_batch_size`. Each model is timed on the prompts as it is asked them in the
+    pipeline, so a few-shot teacher pays for its longer prompts.
     """
     gc.collect()
     if device.type == "cuda":
@@ -132,7 +142,7 @@ def measure_efficiency(
     with PeakRss() as rss:
         backend = TransformersBackend.load(path, device, dtype, batch_size=settings.throughput_batch_size)
         encoded = backend.encode(prompts)
-        full = SamplingParams(max_new_tokens=settings.max_new_tokens)
+        full = SamplingParams(max_new_tokens=settings.max_new_tokens, stop=tuple(stop))
         backend.generate_ids(encoded[:2], full)  # warm-up: first-call allocations and lazy init
         ttft, latency = [], []
         for ids in encoded[: settings.latency_requests]:

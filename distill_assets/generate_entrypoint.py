@@ -15,7 +15,7 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 from upath import UPath
 
-from distill_assets.generation import generate_completions
+from distill_assets.generation import generate_completions, prompt_mode
 from distill_assets.spec import default_spec_path, is_url, load_spec
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore, read_frame
@@ -36,7 +36,7 @@ def main() -> None:
         inputs = read_frame(store.frame_path("curated_inputs", task.name))
         pipes.log.info(f"{teacher.name} ({teacher.backend}) on {task.name}: {inputs.height} prompts")
         with cached_teacher(teacher, spec, Accelerator(), store.generation_cache_path()) as backend:
-            frame = generate_completions(backend, inputs, teacher, task)
+            frame = generate_completions(backend, inputs, teacher, task, mode=prompt_mode(teacher, spec))
         out = UPath(args.out) if is_url(args.out) else Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("wb") as f:

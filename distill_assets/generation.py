@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from distill_assets.spec import Spec, TaskSpec, TeacherSpec
-from resources.backends import Completion, Messages, Progress, Request, SamplingParams, TeacherBackend
+from resources.backends import Completion, Messages, Progress, Prompt, Request, SamplingParams, TeacherBackend
 
 TOKEN_LOGPROB = pl.Struct({"token": pl.String, "token_id": pl.Int64, "logprob": pl.Float64})
 
@@ -33,6 +35,33 @@ def chat_prompt(prompt: str, system_prompt: str | None) -> Messages:
     return [*messages, {"role": "user", "content": prompt}]
 
 
+def has_chat_template(model_dir: Path) -> bool:
+    """Whether a checkpoint directory's tokenizer carries a chat template (read from its files, nothing loaded)."""
+    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
+        return True
+    config = model_dir / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+
+
+def prompt_mode(teacher: TeacherSpec, spec: Spec) -> Literal["chat", "completion"]:
+    """How the teacher is prompted: its spec's `mode`, else completion for a local model without a chat template."""
+    if teacher.mode is not None:
+        return teacher.mode
+    if teacher.backend != "openai":
+        path = Path(spec.model_path(teacher.model))
+        if path.is_dir() and not has_chat_template(path):
+            return "completion"
+    return "chat"
+
+
+def teacher_prompt(teacher: TeacherSpec, task: TaskSpec, prompt: str, mode: str) -> Prompt:
+    """A task prompt as the teacher is asked it: its prompt_template applied, as chat messages or raw text."""
+    text = teacher.render(prompt)
+    if mode == "completion":
+        return f"{task.system_prompt}\n\n{text}" if task.system_prompt else text
+    return chat_prompt(text, task.system_prompt)
+
+
 def sampling_params(teacher: TeacherSpec, task: TaskSpec | None = None) -> SamplingParams:
     """The teacher's sampling settings; a task's `samples` overrides n (rejection sampling)."""
     g = teacher.generation
@@ -43,6 +72,7 @@ def sampling_params(teacher: TeacherSpec, task: TaskSpec | None = None) -> Sampl
         seed=g.seed,
         n=task.samples if task is not None and task.samples is not None else g.n,
         top_logprobs=g.top_logprobs,
+        stop=tuple(g.stop),
     )
 
 
@@ -57,7 +87,7 @@ def teacher_identity(teacher: TeacherSpec, spec: Spec | None = None) -> str:
     """The generation cache's name for what generates: the spec's identity, plus the checkpoint's files if local."""
     identity = teacher.identity()
     if spec is not None and teacher.backend != "openai":
-        path = Path(spec.resolve(teacher.model))
+        path = Path(spec.model_path(teacher.model))
         if path.is_dir():
             identity += f"|files:{checkpoint_fingerprint(path)}"
     return identity
@@ -78,12 +108,16 @@ def generate_completions(
     teacher: TeacherSpec,
     task: TaskSpec,
     progress: Progress | None = None,
+    mode: str = "chat",
 ) -> pl.DataFrame:
-    """n completions per prompt (failed ones included, with their reason), with the lineage columns."""
+    """n completions per prompt (failed ones included, with their reason), with the lineage columns.
+
+    `mode` is the teacher's `prompt_mode`: chat messages, or its prompt_template as raw text.
+    """
     params = sampling_params(teacher, task)
     rows = [(i, s) for i in range(prompts.height) for s in range(params.n)]
-    chats = [chat_prompt(teacher.render(p), task.system_prompt) for p in prompts["prompt"]]
-    completions = backend.complete([Request(chats[i], s) for i, s in rows], params, progress)
+    asked = [teacher_prompt(teacher, task, p, mode) for p in prompts["prompt"]]
+    completions = backend.complete([Request(asked[i], s) for i, s in rows], params, progress)
     index = [i for i, _ in rows]
     return pl.DataFrame(
         {

@@ -65,13 +65,8 @@ def convert(gguf_path: str | Path, out_dir: str | Path | None = None, log=print)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     stat = gguf_path.stat()
-    (tmp / MARKER).write_text(
-        json.dumps(
-            {"gguf": gguf_path.name, "sha256": file_digest(gguf_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-            indent=2,
-        )
-        + "\n"
-    )
+    marker = {"gguf": gguf_path.name, "sha256": file_digest(gguf_path), "size": stat.st_size}
+    (tmp / MARKER).write_text(json.dumps({**marker, "mtime_ns": stat.st_mtime_ns}, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from distill_assets.spec import QualitySpec, TaskSpec
+from resources.backends import Prompt, encode_prompt
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "task": pl.String, "prompt": pl.String, "reference": pl.String}
 _WHITESPACE = re.compile(r"\s+")
@@ -413,16 +414,15 @@ def curate(
 
 
 def teacher_prompt_budget(
-    model: str, max_new_tokens: int, system_prompt: str | None, owner: str
+    model: str, max_new_tokens: int, render: Callable[[str], Prompt], owner: str
 ) -> PromptBudget | None:
     """The prompt budget a local teacher checkpoint allows, or None when its files are not on disk.
 
     The limit is the context (the smaller of the config's `max_position_embeddings` and the
-    tokenizer's `model_max_length`) less the tokens the teacher is asked to generate.
+    tokenizer's `model_max_length`) less the tokens the teacher is asked to generate; a prompt
+    is counted as `render` asks it (`generation.teacher_prompt`: template, mode, system prompt).
     """
     from transformers import AutoTokenizer
-
-    from distill_assets.generation import chat_prompt
 
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
@@ -434,10 +434,7 @@ def teacher_prompt_budget(
         return None
 
     def count(prompt: str) -> int:
-        ids = tokenizer.apply_chat_template(
-            chat_prompt(prompt, system_prompt), add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
-        return len(ids)
+        return len(encode_prompt(tokenizer, render(prompt)))
 
     limit = min(limits) - max_new_tokens
     return PromptBudget(

@@ -147,6 +147,10 @@ class GenerationSpec(StrictModel):
     top_logprobs: int = Field(
         0, ge=0, le=20, description="keep each generated token's top-k log-probabilities; 0 is off"
     )
+    stop: list[str] = Field(
+        default_factory=list,
+        description="strings that end a completion (not kept in it), e.g. ['\\n'] for a few-shot base model",
+    )
 
     @model_validator(mode="after")
     def _samples_differ(self) -> GenerationSpec:
@@ -180,6 +184,12 @@ class TeacherSpec(StrictModel):
     )
     prompt_template: str | None = Field(
         None, description="how this teacher sees each prompt, with {prompt} in it, e.g. 'Q: {prompt}\\nA:'"
+    )
+    mode: Literal["chat", "completion"] | None = Field(
+        None,
+        description="chat: prompts as chat messages (the model's chat template; an endpoint's /chat/completions); "
+        "completion: the rendered prompt_template as raw text (a base model; an endpoint's /completions). "
+        "Default: completion for a local model without a chat template, else chat",
     )
     generation: GenerationSpec = GenerationSpec()
     # OpenAI-compatible endpoints (backend: openai) only:
@@ -218,8 +228,13 @@ class TeacherSpec(StrictModel):
         """A hash of everything that changes what this teacher generates."""
         payload = self.model_dump(include={"backend", "model", "revision", "generation"})
         payload["generation"].pop("batch_size")  # batching does not change greedy outputs
-        if self.prompt_template is not None:  # absent when unset, so existing versions stay the same
+        # Fields added later enter only when set, so the versions of existing specs stay the same.
+        if not payload["generation"]["stop"]:
+            payload["generation"].pop("stop")
+        if self.prompt_template is not None:
             payload["prompt_template"] = self.prompt_template
+        if self.mode is not None:
+            payload["mode"] = self.mode
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def identity(self) -> str:
@@ -439,6 +454,15 @@ class Spec(StrictModel):
         """A path relative to the spec file if it exists there, else the string as given (a hub id)."""
         candidate = self.base_dir / path_or_id
         return str(candidate.resolve()) if candidate.exists() else path_or_id
+
+    def model_path(self, path_or_id: str) -> str:
+        """A model to load: `resolve`d, with a GGUF file converted once into a checkpoint beside it."""
+        resolved = self.resolve(path_or_id)
+        if resolved.endswith(".gguf"):
+            from distill_assets.gguf import convert
+
+            return str(convert(resolved))
+        return resolved
 
     def resolve_path(self, path: str) -> Path:
         return (self.base_dir / path).resolve()

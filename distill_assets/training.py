@@ -55,7 +55,7 @@ def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = to
     """
     base = student.base
     if base.model is not None:
-        path = spec.resolve(base.model)
+        path = spec.model_path(base.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     else:

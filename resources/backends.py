@@ -1,8 +1,11 @@
-"""The teacher backend interface: chat prompts in, completions out.
+"""The teacher backend interface: prompts in, completions out.
 
 Every backend (local transformers, vLLM's offline engine, OpenAI-compatible HTTP
-endpoints) takes a batch of requests (a chat conversation and which of its n samples
-it is) and sampling parameters, and returns one `Completion` per request. A backend
+endpoints) takes a batch of requests (a prompt and which of its n samples it is) and
+sampling parameters, and returns one `Completion` per request. A prompt is a chat
+conversation, rendered with the model's chat template (an endpoint's chat completions),
+or a plain string sent as it is (a base model without a chat template; an endpoint's
+completions). A backend
 reports each completion through `on_completion` as soon as it has it, so a cache can
 persist answers while the rest are still being generated.
 """
@@ -14,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Messages = list[dict[str, str]]
+Prompt = Messages | str  # a chat conversation, or raw text for a model without a chat template
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -25,6 +29,7 @@ class SamplingParams:
     seed: int = 0
     n: int = 1  # completions per prompt
     top_logprobs: int = 0  # log-probabilities kept per generated token; 0 keeps none
+    stop: tuple[str, ...] = ()  # generation ends before the first of these strings; it is not returned
 
     @property
     def greedy(self) -> bool:
@@ -37,9 +42,9 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """One completion to generate: a chat prompt, and which of its n samples this is."""
+    """One completion to generate: a prompt, and which of its n samples this is."""
 
-    messages: Messages
+    prompt: Prompt
     sample_index: int = 0
 
 
@@ -87,10 +92,24 @@ class TeacherBackend(ABC):
         """One completion per request, in the order given; a failed request yields a failed Completion."""
 
     def generate(
-        self, prompts: Sequence[Messages], params: SamplingParams, progress: Progress | None = None
+        self, prompts: Sequence[Prompt], params: SamplingParams, progress: Progress | None = None
     ) -> list[Completion]:
         """One completion per prompt (its sample 0), in the order given."""
         return self.complete([Request(p) for p in prompts], params, progress)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model or connections."""
+
+
+def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: a chat through the tokenizer's chat template, raw text as it is."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            f"{tokenizer.name_or_path}: the tokenizer has no chat template, so chat prompts cannot be rendered; "
+            "for a base model set the teacher's `mode: completion` and a few-shot `prompt_template`"
+        )
+    return tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]

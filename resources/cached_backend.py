@@ -89,7 +89,7 @@ class CachedBackend(TeacherBackend):
         on_completion: OnCompletion | None = None,
     ) -> list[Completion]:
         stats = self.stats = GenerationStats(total=len(requests))
-        keys = [request_key(self.teacher, r.messages, params, r.sample_index) for r in requests]
+        keys = [request_key(self.teacher, r.prompt, params, r.sample_index) for r in requests]
         hits = self.cache.get_many(keys)
         results: list[Completion | None] = [hits.get(k) for k in keys]
         stats.cached = sum(r is not None for r in results)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from resources.backends import Completion, Messages, SamplingParams, TokenLogprob
+from resources.backends import Completion, Prompt, SamplingParams, TokenLogprob
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -30,11 +30,15 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
-def request_key(teacher: str, messages: Messages, params: SamplingParams, sample_index: int) -> str:
-    """The content address of one request. `n` is left out: raising n reuses the samples already made."""
+def request_key(teacher: str, prompt: Prompt, params: SamplingParams, sample_index: int) -> str:
+    """The content address of one request. `n` is left out: raising n reuses the samples already made.
+
+    A chat and the same text as a raw prompt differ (a list against a string); stop strings
+    are keyed only when given, so the keys of requests without them stay as they were.
+    """
     payload = {
         "teacher": teacher,
-        "messages": messages,
+        "messages": prompt,
         "sampling": {
             "max_new_tokens": params.max_new_tokens,
             "temperature": params.temperature,
@@ -44,6 +48,8 @@ def request_key(teacher: str, messages: Messages, params: SamplingParams, sample
         },
         "sample_index": sample_index,
     }
+    if params.stop:
+        payload["sampling"]["stop"] = list(params.stop)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

@@ -1,4 +1,7 @@
-"""OpenAI-compatible chat completions client (vLLM serve, SGLang, TGI, Ollama, Llama API).
+"""OpenAI-compatible client (vLLM serve, SGLang, TGI, Ollama, llama.cpp's server, Llama API).
+
+Chat prompts go to `/chat/completions`; raw prompts (a teacher in `mode: completion`, a base
+model) to `/completions`, whose log-probabilities come in the older per-token form.
 
 Requests run concurrently on one asyncio loop (aiohttp; `bench.http_concurrency` prints the
 client's CPU per request), at most `concurrency` at a time, spread round-robin over the replicas
@@ -66,18 +69,30 @@ class HttpBackend(TeacherBackend):
         return key
 
     def body(self, request: Request, params: SamplingParams) -> dict:
+        """The JSON body: `messages` for a chat prompt, `prompt` for raw text (see `endpoint`)."""
         body = {
             "model": self.model,
-            "messages": request.messages,
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed_for(request.sample_index),
             "n": 1,  # each sample is its own request, so each is cached and retried alone
         }
-        if params.top_logprobs:
-            body |= {"logprobs": True, "top_logprobs": params.top_logprobs}
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if isinstance(request.prompt, str):
+            body["prompt"] = request.prompt
+            if params.top_logprobs:
+                body["logprobs"] = params.top_logprobs  # the completions API takes k here
+        else:
+            body["messages"] = request.prompt
+            if params.top_logprobs:
+                body |= {"logprobs": True, "top_logprobs": params.top_logprobs}
         return body
+
+    @staticmethod
+    def endpoint(body: dict) -> str:
+        return "/completions" if "prompt" in body else "/chat/completions"
 
     def complete(
         self,
@@ -130,7 +145,7 @@ class HttpBackend(TeacherBackend):
     async def _with_retries(self, client: aiohttp.ClientSession, replicas, body: dict) -> Completion:
         reason = "not attempted"
         for attempt in range(self.retry.max_retries + 1):
-            url = f"{next(replicas)}/chat/completions"
+            url = next(replicas) + self.endpoint(body)
             try:
                 return await self._post(client, url, body)
             except PermanentError as err:
@@ -155,7 +170,8 @@ class HttpBackend(TeacherBackend):
                     raise RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
                 raise PermanentError(message)
         try:
-            return parse_chat_completion(json.loads(text))
+            payload = json.loads(text)
+            return parse_completion(payload) if "prompt" in body else parse_chat_completion(payload)
         except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
             # A truncated or garbled body from an overloaded proxy: the next try usually works.
             raise RetryableError(f"{url}: malformed response body ({type(err).__name__}: {err})") from None
@@ -176,4 +192,27 @@ def parse_chat_completion(payload: dict) -> Completion:
     num_tokens = usage.get("completion_tokens")
     if num_tokens is None:
         num_tokens = len(content) if content is not None else 0
+    return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)
+
+
+def parse_completion(payload: dict) -> Completion:
+    """A `/completions` answer; its top log-probabilities are one {token: logprob} dict per token."""
+    choice = payload["choices"][0]
+    text = choice.get("text") or ""
+    finish = choice.get("finish_reason") or "stop"
+    logprobs = choice.get("logprobs") or {}
+    steps = logprobs.get("top_logprobs")
+    top = None
+    if steps is not None:
+        top = tuple(
+            tuple(
+                TokenLogprob(token, float(lp))
+                for token, lp in sorted((step or {}).items(), key=lambda item: item[1], reverse=True)
+            )
+            for step in steps
+        )
+    usage = payload.get("usage") or {}
+    num_tokens = usage.get("completion_tokens")
+    if num_tokens is None:
+        num_tokens = len(logprobs.get("tokens") or []) if logprobs else 0
     return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)

@@ -39,7 +39,7 @@ def build_backend(teacher: TeacherSpec, spec: Spec, placement: Placement) -> Tea
         from resources.transformers_backend import TransformersBackend
 
         return TransformersBackend.load(
-            spec.resolve(teacher.model),
+            spec.model_path(teacher.model),
             placement.torch_device(),
             placement.torch_dtype(),
             batch_size=teacher.generation.batch_size,
@@ -48,7 +48,7 @@ def build_backend(teacher: TeacherSpec, spec: Spec, placement: Placement) -> Tea
     if teacher.backend == "vllm":
         from resources.vllm_backend import VLLMBackend
 
-        return VLLMBackend.load(spec.resolve(teacher.model), dtype=placement.dtype, revision=teacher.revision)
+        return VLLMBackend.load(spec.model_path(teacher.model), dtype=placement.dtype, revision=teacher.revision)
     if teacher.backend == "openai":
         from resources.http_backend import HttpBackend
         from resources.retry import RetryPolicy

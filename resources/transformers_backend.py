@@ -10,13 +10,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from distill_assets.padding import ensure_pad_token
 from resources.backends import (
     Completion,
-    Messages,
     OnCompletion,
     Progress,
+    Prompt,
     Request,
     SamplingParams,
     TeacherBackend,
     TokenLogprob,
+    encode_prompt,
 )
 
 
@@ -27,10 +28,15 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(path_or_id, revision=revision)
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     ensure_pad_token(tokenizer)
-    if tokenizer.chat_template is None:
-        raise ValueError(f"{path_or_id}: the tokenizer has no chat template; distill sends chat prompts")
     model = AutoModelForCausalLM.from_pretrained(path_or_id, revision=revision, dtype=dtype)
     return model.to(device).eval(), tokenizer
+
+
+def _strip_right(row: list[int], pad: int | None) -> list[int]:
+    end = len(row)
+    while end and row[end - 1] == pad:
+        end -= 1
+    return row[:end]
 
 
 class TransformersBackend(TeacherBackend):
@@ -60,13 +66,8 @@ class TransformersBackend(TeacherBackend):
         model, tokenizer = load_model(path_or_id, device, dtype, revision)
         return cls(model, tokenizer, batch_size=batch_size, name=path_or_id)
 
-    def encode(self, prompts: Sequence[Messages]) -> list[list[int]]:
-        return [
-            self.tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True, return_dict=True)[
-                "input_ids"
-            ]
-            for p in prompts
-        ]
+    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        return [encode_prompt(self.tokenizer, p) for p in prompts]
 
     def generate_ids(self, batch: list[list[int]], params: SamplingParams) -> list[list[int]]:
         """Generate for already tokenized prompts; returns the new token ids of each."""
@@ -82,6 +83,8 @@ class TransformersBackend(TeacherBackend):
             if params.greedy
             else {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         )
+        if params.stop:  # a row stops once its text holds a stop string; complete() cuts the string off
+            sampling |= {"stop_strings": list(params.stop), "tokenizer": self.tokenizer}
         k = params.top_logprobs
         with torch.inference_mode():
             out = self.model.generate(
@@ -94,8 +97,9 @@ class TransformersBackend(TeacherBackend):
                 **sampling,
             )
         new = out.sequences[:, padded["input_ids"].shape[1] :].tolist()
-        eos = self.tokenizer.eos_token_id
-        ids = [row[: row.index(eos) + 1] if eos in row else row for row in new]
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        # A row ends at its end token; a row stopped by a stop string is padded after it.
+        ids = [row[: row.index(eos) + 1] if eos in row else _strip_right(row, pad) for row in new]
         if not k:
             return ids, None
         # Raw logits, before temperature/top-p: the teacher's own distribution, which logit
@@ -111,6 +115,24 @@ class TransformersBackend(TeacherBackend):
             tuple(TokenLogprob(self.tokenizer.convert_ids_to_tokens(i), lp, i) for i, lp in step) for step in steps
         )
 
+    def _completion(self, ids: list[int], top, stop: tuple[str, ...]) -> Completion:
+        """The completion of one row: its text cut before the first stop string, with the tokens before it."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        stopped = bool(ids) and ids[-1] == self.tokenizer.eos_token_id
+        if cut >= 0:
+            text, stopped = text[:cut], True
+            kept = 0  # the tokens whose text lies wholly before the stop string
+            while kept < len(ids) and len(self.tokenizer.decode(ids[: kept + 1], skip_special_tokens=True)) <= cut:
+                kept += 1
+            ids, top = ids[:kept], top[:kept] if top is not None else None
+        return Completion(
+            text=text,
+            num_tokens=len(ids),
+            finish_reason="stop" if stopped else "length",
+            top_logprobs=self._token_logprobs(top) if top is not None else None,
+        )
+
     def complete(
         self,
         requests: Sequence[Request],
@@ -118,24 +140,17 @@ class TransformersBackend(TeacherBackend):
         progress: Progress | None = None,
         on_completion: OnCompletion | None = None,
     ) -> list[Completion]:
-        encoded = self.encode([r.messages for r in requests])
+        encoded = self.encode([r.prompt for r in requests])
         # Batch prompts of similar length together so little compute goes to padding.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
-        eos = self.tokenizer.eos_token_id
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             if not params.greedy:
                 torch.manual_seed(params.seed + start)
             ids_per_prompt, top = self._generate([encoded[i] for i in chunk], params)
             for j, (i, ids) in enumerate(zip(chunk, ids_per_prompt)):
-                stopped = bool(ids) and ids[-1] == eos
-                results[i] = Completion(
-                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                    num_tokens=len(ids),
-                    finish_reason="stop" if stopped else "length",
-                    top_logprobs=self._token_logprobs(top[j]) if top is not None else None,
-                )
+                results[i] = self._completion(ids, top[j] if top is not None else None, params.stop)
                 if on_completion:
                     on_completion(i, results[i])
             if progress:

@@ -1,8 +1,8 @@
 """vLLM's offline engine as a teacher backend (GPU machines; `pip install '.[vllm]'`).
 
 vLLM is imported only when this backend is built, so the project installs and tests
-without it. Prompts are tokenized with the model's own chat template here, exactly as
-the transformers backend does, and handed to `LLM.generate` as token ids: both backends
+without it. Prompts are tokenized here exactly as the transformers backend does (chats with the
+model's own chat template, raw prompts as they are), and handed to `LLM.generate` as token ids: both backends
 see the same input ids. Requests go to the engine in chunks, each chunk's answers are
 reported as soon as it is done (the cache stores them), and within a chunk vLLM batches
 continuously.
@@ -17,10 +17,12 @@ from resources.backends import (
     Completion,
     OnCompletion,
     Progress,
+    Prompt,
     Request,
     SamplingParams,
     TeacherBackend,
     TokenLogprob,
+    encode_prompt,
 )
 
 INSTALL_HINT = "the vllm backend needs vLLM and a GPU: pip install 'distill[vllm]' (or `pip install -e '.[vllm]'`)"
@@ -60,9 +62,8 @@ class VLLMBackend(TeacherBackend):
         )
         return cls(llm, name=path_or_id)
 
-    def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    def encode(self, prompt: Prompt) -> list[int]:
+        return list(encode_prompt(self.tokenizer, prompt))
 
     def sampling_params(self, params: SamplingParams, sample_index: int) -> Any:
         vllm = import_vllm()
@@ -73,6 +74,7 @@ class VLLMBackend(TeacherBackend):
             max_tokens=params.max_new_tokens,
             seed=None if params.greedy else params.seed_for(sample_index),
             logprobs=params.top_logprobs or None,
+            stop=list(params.stop) or None,
         )
 
     def complete(
@@ -85,7 +87,7 @@ class VLLMBackend(TeacherBackend):
         results: list[Completion | None] = [None] * len(requests)
         for start in range(0, len(requests), self.chunk_size):
             chunk = range(start, min(start + self.chunk_size, len(requests)))
-            prompts = [{"prompt_token_ids": self.encode(requests[i].messages)} for i in chunk]
+            prompts = [{"prompt_token_ids": self.encode(requests[i].prompt)} for i in chunk]
             sampling = [self.sampling_params(params, requests[i].sample_index) for i in chunk]
             outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
             for i, output in zip(chunk, outputs):

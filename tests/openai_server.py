@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible chat completions server on loopback, with fault injection.
+"""A small OpenAI-compatible server on loopback (chat completions and completions), with fault injection.
 
 The tests and benchmarks talk to it as they would to vLLM serve. It answers either
 deterministically (the prompt reversed, so a test knows the right answer) or through a
@@ -30,6 +30,8 @@ Answer = Callable[[list[dict], dict], tuple[str, str, list[list[tuple[str, float
 def reverse_answer(messages: list[dict], body: dict):
     """The last user message reversed, cut at max_tokens characters (one token per character)."""
     text = messages[-1]["content"][::-1]
+    for stop in body.get("stop") or []:  # the text before the first stop string, as servers do
+        text = text.split(stop)[0]
     limit = int(body.get("max_tokens") or len(text))
     finish = "length" if len(text) > limit else "stop"
     text = text[:limit]
@@ -59,6 +61,7 @@ class FakeTeacher:
         self.requests: Counter[str] = Counter()  # per prompt: requests received
         self.answers: Counter[str] = Counter()  # per prompt: 200 answers delivered
         self.injected: Counter[str] = Counter()  # per fault kind
+        self.endpoints: Counter[str] = Counter()  # per path: /v1/chat/completions, /v1/completions
         self.authorization: set[str] = set()
 
     def fault_for(self, prompt: str, attempt: int) -> str | None:
@@ -88,9 +91,16 @@ def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            messages = body["messages"]
+            legacy = not self.path.endswith("/chat/completions")  # /completions: a raw prompt, k in `logprobs`
+            if legacy:
+                k = int(body.get("logprobs") or 0)
+                body = {**body, "logprobs": k > 0, "top_logprobs": k}
+                messages = [{"role": "user", "content": body["prompt"]}]
+            else:
+                messages = body["messages"]
             prompt = messages[-1]["content"]
             with teacher.lock:
+                teacher.endpoints[self.path] += 1
                 teacher.requests[prompt] += 1
                 attempt = teacher.requests[prompt]
                 if self.headers.get("Authorization"):
@@ -115,6 +125,8 @@ def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
             if fault == "malformed":
                 return self._send(200, b'{"choices": [{"message": {"content": "trunc')
             text, finish, top = teacher.answer(messages, body)
+            if legacy:
+                return self._deliver(prompt, _completions_payload(body, text, finish, top))
             choice: dict = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             if top is not None:
                 choice["logprobs"] = {
@@ -134,6 +146,9 @@ def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
                 "choices": [choice],
                 "usage": {"completion_tokens": len(top) if top is not None else len(text)},
             }
+            return self._deliver(prompt, payload)
+
+        def _deliver(self, prompt: str, payload: dict) -> None:
             try:
                 self._send(200, json.dumps(payload).encode())
             except (BrokenPipeError, ConnectionResetError):
@@ -143,6 +158,20 @@ def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
             return None
 
     return Handler
+
+
+def _completions_payload(body: dict, text: str, finish: str, top) -> dict:
+    """A `/completions` answer, log-probabilities in that API's form: one {token: logprob} dict per token."""
+    choice: dict = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+    if top is not None:
+        choice["logprobs"] = {
+            "tokens": [step[0][0] for step in top],
+            "token_logprobs": [step[0][1] for step in top],
+            "top_logprobs": [dict(step) for step in top],
+        }
+    usage = {"completion_tokens": len(top) if top is not None else len(text)}
+    model = body.get("model")
+    return {"id": "cmpl-test", "object": "text_completion", "model": model, "choices": [choice], "usage": usage}
 
 
 class _Server(ThreadingHTTPServer):

@@ -110,7 +110,7 @@ class ScriptedJudge(TeacherBackend):
         self.replies, self.seen = replies, []
 
     def complete(self, requests, params, progress=None, on_completion=None):
-        prompts = [r.messages for r in requests]
+        prompts = [r.prompt for r in requests]
         self.seen += prompts
         return [
             Completion(self.replies[p[-1]["content"].split("Answer:\n")[1].split("\n")[0]], 3, "stop") for p in prompts

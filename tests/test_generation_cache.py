@@ -80,7 +80,7 @@ def test_a_retrained_checkpoint_is_a_different_teacher(tiny_teacher, tmp_path):
 
 def _spec_for(path):
     class _Resolver:
-        def resolve(self, model: str) -> str:
+        def model_path(self, model: str) -> str:
             return model
 
     return _Resolver()

@@ -40,7 +40,7 @@ def test_every_prompt_answered_exactly_once_under_20_percent_faults():
         reqs = requests(150)
         completions = backend(server.url).complete(reqs, SamplingParams(max_new_tokens=64))
     assert all(c.ok for c in completions), [c.error for c in completions if not c.ok]
-    assert [c.text for c in completions] == [r.messages[-1]["content"][::-1] for r in reqs]
+    assert [c.text for c in completions] == [r.prompt[-1]["content"][::-1] for r in reqs]
     assert set(teacher.injected) == {"500", "429", "timeout", "drop", "malformed"}
     assert sum(teacher.injected.values()) >= 20  # about 20% of first attempts, some second ones
     assert set(teacher.answers.values()) == {1} and len(teacher.answers) == 150

@@ -113,7 +113,7 @@ def test_a_column_missing_everywhere_is_a_spec_mismatch_even_when_quarantining(t
 
 
 def test_prompt_longer_than_the_teachers_context(tmp_path, tiny_teacher):
-    budget = teacher_prompt_budget(str(tiny_teacher), 4, None, "teacher t")
+    budget = teacher_prompt_budget(str(tiny_teacher), 4, lambda p: [{"role": "user", "content": p}], "teacher t")
     assert budget is not None and budget.limit == 128 - 4
     path = _write(tmp_path / "train.jsonl", [*_good_lines(2), json.dumps({"prompt": LONG, "answer": "x"}).encode()])
     with pytest.raises(InputError, match=r"train.jsonl:3: field 'prompt': is \d+ tokens; teacher t's context of 128"):

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from distill_assets.generation import prompt_mode, teacher_prompt
 from distill_assets.inputs import curate, problem_counts, split_eval, teacher_prompt_budget, write_quarantine
 from distill_assets.partitions import Partitions
 from distill_assets.routing import Routing
@@ -38,10 +39,11 @@ def build(spec: Spec, partitions: Partitions) -> list:
         eval_source = spec.resolve_path(task.eval_source) if task.eval_source else None
         # Checked against the spec's routing: under `routing: auto`, the task's first candidate teacher.
         teacher = spec.teacher(Routing.from_spec(spec).teacher(task.name))
+        mode = prompt_mode(teacher, spec)
         budget = teacher_prompt_budget(
-            spec.resolve(teacher.model),
+            spec.model_path(teacher.model),
             teacher.generation.max_new_tokens,
-            task.system_prompt,
+            lambda p: teacher_prompt(teacher, task, p, mode),
             f"teacher {teacher.name}",
         )
         if budget is None:

@@ -8,7 +8,7 @@ import polars as pl
 from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.routing_assets import routed_completions, routed_inputs
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
-from distill_assets.generation import chat_prompt
+from distill_assets.generation import chat_prompt, prompt_mode, teacher_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
 from distill_assets.plots import embed_url
@@ -69,11 +69,15 @@ def teacher_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
         splits = {"teacher": eval_set, "dev": dev_set}
+        mode = prompt_mode(teacher, spec)
+        ask = {"prompt_of": lambda p: teacher_prompt(teacher, task, p, mode), "stop": teacher.generation.stop}
         frames, sent, cached = [], 0, 0
         with cached_teacher(teacher, spec, accelerator, store.generation_cache_path()) as backend:
             for stage, prompts in splits.items():
                 if prompts.height:
-                    frames.append(score_predictions(backend, prompts, task, spec.evaluation, teacher.name, stage))
+                    frames.append(
+                        score_predictions(backend, prompts, task, spec.evaluation, teacher.name, stage, **ask)
+                    )
                     sent, cached = sent + backend.stats.sent, cached + backend.stats.cached
         predictions = pl.concat(frames)
         context.add_output_metadata({**_scores_metadata(predictions), "requests_sent": sent, "cached_hits": cached})
@@ -147,21 +151,26 @@ def model_efficiency_asset(spec: Spec) -> dg.AssetsDefinition:
         mixed = pl.concat([frame.select("task", "prompt") for _, frame in sorted(eval_set.items())])
         # Interleave tasks so the timed requests cover every task.
         mixed = mixed.with_columns(_i=pl.int_range(pl.len()).over("task")).sort("_i", "task")
-        chats = [
-            chat_prompt(p, spec.task(t).system_prompt)
-            for t, p in mixed.head(settings.throughput_prompts).select("task", "prompt").iter_rows()
-        ]
+        asked = list(mixed.head(settings.throughput_prompts).select("task", "prompt").iter_rows())
         # A teacher served elsewhere (vLLM engine, HTTP endpoint) runs on other hardware: comparing it
         # here would not be like for like, so only local transformers teachers are measured.
         remote = [t.name for t in spec.teachers if t.backend != "transformers"]
         if remote:
             context.log.info(f"not measured here (served by another engine): {remote}")
-        models = [(t.name, "teacher", spec.resolve(t.model)) for t in spec.teachers if t.name not in remote]
-        models += [(s.name, "student", str(store.checkpoint_dir(s.name))) for s in spec.students]
+        # Each model is timed on the prompts as the pipeline asks it them (a teacher's template, mode, stop).
+        models = []
+        for t in (t for t in spec.teachers if t.name not in remote):
+            mode = prompt_mode(t, spec)
+            prompts = [teacher_prompt(t, spec.task(task), p, mode) for task, p in asked]
+            models.append((t.name, "teacher", spec.model_path(t.model), prompts, t.generation.stop))
+        chats = [chat_prompt(p, spec.task(task).system_prompt) for task, p in asked]
+        models += [(s.name, "student", str(store.checkpoint_dir(s.name)), chats, ()) for s in spec.students]
         rows = []
-        for name, role, path in models:
+        for name, role, path, prompts, stop in models:
             context.log.info(f"measuring {name} ({role}) on {accelerator.describe()}")
-            figures = measure_efficiency(path, chats, settings, accelerator.torch_device(), accelerator.torch_dtype())
+            figures = measure_efficiency(
+                path, prompts, settings, accelerator.torch_device(), accelerator.torch_dtype(), stop
+            )
             rows.append({"model": name, "role": role, "hardware": accelerator.describe(), **figures})
         frame = pl.DataFrame(rows)
         context.add_output_metadata(

@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import generation_logger
-from distill_assets.generation import generate_completions
+from distill_assets.generation import generate_completions, prompt_mode
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import ROUTED_TAG, Partitions
 from distill_assets.pipes_generation import generate_in_pod
@@ -50,7 +50,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
             return generate_in_pod(context, teacher, task, store)
         report = generation_logger(context, f"{teacher.name}/{task.name}")
         with cached_teacher(teacher, spec, accelerator, store.generation_cache_path(), report) as backend:
-            frame = generate_completions(backend, curated_inputs, teacher, task)
+            frame = generate_completions(backend, curated_inputs, teacher, task, mode=prompt_mode(teacher, spec))
         stats = backend.stats
         tokens = int(frame["num_tokens"].sum())
         failed = frame.filter(pl.col("error").is_not_null())

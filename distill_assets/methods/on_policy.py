@@ -87,7 +87,7 @@ def build_trainer(ctx) -> DistillationTrainer:
 
     settings = ctx.student.method_settings()
     loaded = teacher_of(ctx.spec, ctx.student)
-    path = ctx.spec.resolve(loaded.model)
+    path = ctx.spec.model_path(loaded.model)
     check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=loaded.revision), loaded.name)
     teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge
