@@ -56,7 +56,7 @@ def prompt_mode(teacher: TeacherSpec, spec: Spec) -> Literal["chat", "completion
 
 def teacher_prompt(teacher: TeacherSpec, task: TaskSpec, prompt: str, mode: str) -> Prompt:
     """A task prompt as the teacher is asked it: its prompt_template applied, as chat messages or raw text."""
-    text = teacher.render(prompt)
+    text = teacher.render(prompt, task.name)
     if mode == "completion":
         return f"{task.system_prompt}\n\n{text}" if task.system_prompt else text
     return chat_prompt(text, task.system_prompt)

@@ -182,8 +182,10 @@ class TeacherSpec(StrictModel):
         None,
         description="tasks routed to this teacher; with `routing: auto`, the tasks it may be routed (default: all)",
     )
-    prompt_template: str | None = Field(
-        None, description="how this teacher sees each prompt, with {prompt} in it, e.g. 'Q: {prompt}\\nA:'"
+    prompt_template: str | dict[Name, str] | None = Field(
+        None,
+        description="how this teacher sees each prompt, with {prompt} in it, e.g. 'Q: {prompt}\\nA:'; "
+        "or one per task (task name -> template; tasks not named get the bare prompt), as few-shot prompts are",
     )
     mode: Literal["chat", "completion"] | None = Field(
         None,
@@ -202,13 +204,19 @@ class TeacherSpec(StrictModel):
 
     @model_validator(mode="after")
     def _template_has_prompt(self) -> TeacherSpec:
-        if self.prompt_template is not None and "{prompt}" not in self.prompt_template:
-            raise ValueError("prompt_template: must contain {prompt}, where each prompt goes")
+        templates = self.prompt_template if isinstance(self.prompt_template, dict) else {"": self.prompt_template}
+        for task, template in templates.items():
+            if template is not None and "{prompt}" not in template:
+                where = f"prompt_template.{task}" if task else "prompt_template"
+                raise ValueError(f"{where}: must contain {{prompt}}, where each prompt goes")
         return self
 
-    def render(self, prompt: str) -> str:
-        """The prompt as this teacher sees it (its prompt_template applied)."""
-        return self.prompt_template.replace("{prompt}", prompt) if self.prompt_template else prompt
+    def render(self, prompt: str, task: str | None = None) -> str:
+        """The prompt as this teacher sees it on a task (its prompt_template, or the task's, applied)."""
+        template = self.prompt_template
+        if isinstance(template, dict):
+            template = template.get(task) if task is not None else None
+        return template.replace("{prompt}", prompt) if template else prompt
 
     @model_validator(mode="after")
     def _backend_fields(self) -> TeacherSpec:
@@ -391,6 +399,11 @@ class Spec(StrictModel):
         auto = self.routing_mode == "auto"
         routed: dict[str, str] = {}
         for teacher in self.teachers:
+            if isinstance(teacher.prompt_template, dict):
+                for task in set(teacher.prompt_template) - tasks:
+                    raise ValueError(
+                        f"teachers.{teacher.name}.prompt_template: unknown task {task!r}; tasks are {sorted(tasks)}"
+                    )
             if teacher.tasks is None and not auto:
                 raise ValueError(f"teachers.{teacher.name}.tasks: list the tasks routed to it (or set `routing: auto`)")
             for task in teacher.tasks or []:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from distill_assets.generation import generate_completions, prompt_mode, teacher_prompt
-from distill_assets.spec import TaskSpec, TeacherSpec, load_spec
+from distill_assets.spec import SpecError, TaskSpec, TeacherSpec, load_spec
 from resources.backends import Request, SamplingParams
 from resources.generation_cache import request_key
 from resources.http_backend import HttpBackend
@@ -103,3 +104,21 @@ def test_generation_in_completion_mode_caches_apart_from_chat(tmp_path):
         frame = generate_completions(backend, demo_prompts(3), served, TASK, mode="completion")
     # The fake reverses what it was sent: the few-shot template went out as one raw prompt.
     assert frame["completion"].to_list() == [FEW_SHOT.replace("{prompt}", p)[::-1][:64] for p in frame["prompt"]]
+
+
+def test_a_prompt_template_per_task(spec_file):
+    data = yaml.safe_load(spec_file.read_text())
+    task = data["tasks"][0]["name"]
+    data["teachers"][0]["prompt_template"] = {task: "Examples...\nQ: {prompt}\nA:"}
+    spec_file.write_text(yaml.safe_dump(data))
+    teacher = load_spec(spec_file).teachers[0]
+    assert teacher.render("x", task) == "Examples...\nQ: x\nA:"
+    assert teacher.render("x", "another_task") == "x"  # tasks not named get the bare prompt
+    data["teachers"][0]["prompt_template"] = {"nope": "{prompt}"}
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="prompt_template: unknown task 'nope'"):
+        load_spec(spec_file)
+    data["teachers"][0]["prompt_template"] = {task: "no placeholder"}
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=f"prompt_template.{task}: must contain"):
+        load_spec(spec_file)
