@@ -27,6 +27,7 @@ from distill_assets.evaluation import PeakRss
 from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
+from distill_assets.template_check import check_training_set
 
 Log = Callable[[str], None]
 
@@ -206,6 +207,9 @@ def train_student(
     # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
     routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
     model, tokenizer = build_student_base(student, spec)
+    method = METHODS[student.method]
+    max_length = student.training.max_length if method.learns_completions else None
+    check_training_set(tokenizer, training_set, student.name, max_length, log)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -222,7 +226,7 @@ def train_student(
         routing=routing,
         log=log,
     )
-    trainer = METHODS[student.method].build_trainer(context)
+    trainer = method.build_trainer(context)
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     run = _measured_train(trainer, callback, device)
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint

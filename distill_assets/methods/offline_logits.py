@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer
 
 label = "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities"
+learns_completions = True
 
 
 class Settings(StrictModel):

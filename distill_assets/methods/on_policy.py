@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from trl import DistillationTrainer
 
 label = "TRL `DistillationTrainer`, generalized JSD"
+learns_completions = False  # the student writes its own completions; max_length does not apply
 
 
 class Settings(StrictModel):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 label = "TRL `SFTTrainer`"
+learns_completions = True
 
 
 class Settings(StrictModel):
