@@ -111,6 +111,7 @@ class TrainerContext:
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
+    """PEFT's LoRA settings; without target_modules, every linear layer of the architecture but the output head."""
     if student.lora is None:
         return None
     lora = student.lora
@@ -118,9 +119,16 @@ def lora_config(student: StudentSpec) -> LoraConfig | None:
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=list(lora.target_modules) if lora.target_modules else "all-linear",
         task_type="CAUSAL_LM",
     )
+
+
+def lora_targets(model) -> list[str]:
+    """The names (last component) of the modules that carry LoRA adapters, e.g. ['down_proj', 'q_proj', ...]."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)})
 
 
 def _release_freed_memory() -> None:
@@ -227,12 +235,13 @@ def train_student(
         log=log,
     )
     trainer = method.build_trainer(context)
+    adapted = lora_targets(trainer.model) if student.lora is not None else []
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     run = _measured_train(trainer, callback, device)
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
         return {"final_loss": run.final_loss}
     trained = _save_weights(trainer, tokenizer, student, work_dir)
-    metrics = _metrics(student, spec, training_set, run, trained)
+    metrics = _metrics(student, spec, training_set, run, trained, adapted)
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
@@ -252,11 +261,14 @@ def _save_weights(trainer, tokenizer, student: StudentSpec, work_dir: Path) -> P
     return trained
 
 
-def _metrics(student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: _Run, trained) -> dict:
+def _metrics(
+    student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: _Run, trained, lora_modules: list[str]
+) -> dict:
     """training_metrics.json: whom the student learned from, its losses, time, memory and size."""
     return {
         "method": student.method,
         "lora": student.lora is not None,
+        "lora_target_modules": lora_modules,
         "train_loss": run.train_loss,
         "final_loss": run.final_loss,
         "first_loss": run.history[0]["loss"] if run.history else float("nan"),
