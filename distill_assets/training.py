@@ -164,8 +164,9 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
         save_strategy="no",
         report_to="none",
         use_cpu=device.type == "cpu",
+        # TRL's configs default to bf16 and activation (gradient) checkpointing: on a CPU both only cost time
         bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=False,  # small students fit; recomputation only costs time
+        activation_checkpointing=False,  # small students fit; recomputation only costs time
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
