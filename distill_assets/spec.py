@@ -300,10 +300,11 @@ class LoraSpec(StrictModel):
     r: int = Field(8, ge=1, description="adapter rank")
     alpha: int = Field(16, ge=1, description="scaling numerator (the update is scaled by alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+    target_modules: list[str] | None = Field(
+        None,
         min_length=1,
-        description="module names that get adapters (Llama attention projections by default)",
+        description="module names that get adapters; by default every linear layer of the student's architecture "
+        "but its output head (PEFT's all-linear)",
     )
 
 

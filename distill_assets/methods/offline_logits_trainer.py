@@ -54,7 +54,7 @@ class TopKCollator(DataCollatorForLanguageModeling):
     def torch_call(self, examples: list[dict]) -> dict:
         batch = super().torch_call(examples)
         labels = batch["labels"]
-        k = max((len(s) for e in examples for s in e["teacher_token_ids"]), default=1)
+        k = max((len(s) for e in examples for s in e["teacher_token_ids"]), default=0) or 1
         ids = torch.full((*labels.shape, k), -1, dtype=torch.long)
         logprobs = torch.full((*labels.shape, k), -math.inf)
         for b, example in enumerate(examples):

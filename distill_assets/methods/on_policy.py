@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from trl import DistillationTrainer
 
 label = "TRL `DistillationTrainer`, generalized JSD"
+learns_completions = False  # the student writes its own completions; max_length does not apply
 
 
 class Settings(StrictModel):
@@ -67,6 +68,35 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) ->
         )
 
 
+PADDED_LOGIT = -1e4  # the teacher's logit for a padded row: no probability, and finite, so no 0 * inf in the loss
+
+
+def match_teacher_head(teacher_model, rows: int, tokens: int) -> None:
+    """Give the teacher an output head over the student's `rows` logits that puts no mass past the tokenizer's `tokens`.
+
+    Student and teacher share a tokenizer (checked), but their embeddings may be padded
+    differently past it (49,152 tokens in 49,216 rows, say); the divergence compares their
+    logits row by row over the student's rows. The teacher keeps its logits for the real
+    tokens; its own padded rows are dropped and the student's are given PADDED_LOGIT.
+    """
+    import torch
+
+    head = teacher_model.get_output_embeddings()
+    if head.weight.shape[0] == rows == tokens:
+        return
+    weight = head.weight.detach()
+    matched = torch.nn.Linear(weight.shape[1], rows, bias=True, dtype=weight.dtype, device=weight.device)
+    with torch.no_grad():
+        matched.weight.zero_()
+        matched.weight[:tokens] = weight[:tokens]
+        matched.bias.fill_(PADDED_LOGIT)
+        matched.bias[:tokens] = 0.0 if head.bias is None else head.bias[:tokens]
+    matched.requires_grad_(False)
+    teacher_model.set_output_embeddings(matched)  # no longer tied to the input embeddings, which stay as they are
+    teacher_model.config.tie_word_embeddings = False
+    teacher_model.config.get_text_config().vocab_size = rows
+
+
 def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> datasets.Dataset:
     """One row per distinct prompt of the tasks routed to the teacher; the student writes its own completions."""
     import datasets
@@ -90,12 +120,16 @@ def build_trainer(ctx) -> DistillationTrainer:
     path = ctx.spec.model_path(loaded.model)
     check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=loaded.revision), loaded.name)
     teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
+    rows, tokens = ctx.model.get_output_embeddings().weight.shape[0], len(ctx.tokenizer)
+    match_teacher_head(teacher_model, rows, tokens)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge
     args = DistillationConfig(
         **{k: v for k, v in ctx.args.items() if k != "max_length"},
         beta=settings.beta,
         temperature=settings.temperature,
         max_completion_length=settings.max_completion_length,
+        # padded rows are no tokens: a sampled one would decode to nothing and index past a smaller teacher
+        generation_kwargs={"suppress_tokens": list(range(tokens, rows))} if rows > tokens else None,
     )
     return DistillationTrainer(
         model=ctx.model,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 label = "TRL `SFTTrainer`"
+learns_completions = True
 
 
 class Settings(StrictModel):
@@ -46,9 +47,10 @@ def to_prompt_completion(frame: pl.DataFrame) -> datasets.Dataset:
 
 
 def sft_config(args: dict, tokenizer) -> SFTConfig:
+    """The shared arguments, and the student's eos token as the one generation stops on (its pad token is set)."""
     from trl import SFTConfig
 
-    return SFTConfig(**args, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token)
+    return SFTConfig(**args, eos_token=tokenizer.eos_token)
 
 
 def build_trainer(ctx) -> SFTTrainer:
