@@ -43,7 +43,7 @@ def dates(rng: random.Random) -> tuple[str, str]:
 # (subjects, positive predicates, negative predicates, positive closers, negative closers) per domain.
 REVIEWS = {
     "product": (
-        ["The battery life", "The screen", "This blender", "The headphones", "The customer service",
+        ["The battery life", "The screen", "This blender", "This headset", "The customer service",
          "The build quality", "This phone case", "The delivery", "This vacuum cleaner", "The keyboard"],
         ["is excellent", "is fantastic", "exceeded my expectations", "works perfectly", "is worth every penny",
          "is superb", "impressed me", "is outstanding", "is great", "is better than I hoped"],
@@ -54,7 +54,7 @@ REVIEWS = {
     ),
     "film": (
         ["The plot", "The acting", "This movie", "The soundtrack", "The ending", "This film", "The dialogue",
-         "The special effects", "The cast", "The cinematography"],
+         "The score", "The cast", "The cinematography"],
         ["is brilliant", "is wonderful", "moved me", "is a joy", "kept me hooked", "is stunning",
          "is superb", "is gripping", "is delightful", "is a triumph"],
         ["is dull", "is boring", "fell flat", "is a mess", "put me to sleep", "is painful to sit through",
