@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "distill_assets.quality", "distill_assets.verifiers", "distill_assets.routing", "distill_assets.training",
             "distill_assets.training_set", "distill_assets.methods", "distill_assets.methods.*",
             "distill_assets.evaluation", "distill_assets.metrics", "distill_assets.report", "distill_assets.plots",
-            "distill_assets.tables", "distill_assets.versions",
+            "distill_assets.tables", "distill_assets.versions", "distill_assets.gguf",
             "resources", "resources.backends", "resources.cached_backend", "resources.generation_cache",
             "resources.http_backend", "resources.retry", "resources.teachers", "resources.transformers_backend",
             "resources.vllm_backend", "resources.devices",
