@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint ui teachers data bench
+.PHONY: setup demo test lint ui teachers data bench llama-cpp
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q -e '.[deploy]' && $(PY) -m pip install -q --no-deps dagster-k8s==0.29.27 dagster-postgres==0.29.27
 	mkdir -p $(DAGSTER_HOME) && ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	touch $@
+
+# llama.cpp's OpenAI-compatible server (the [llama-cpp] extra), to serve a GGUF teacher on loopback:
+# pip builds it from source, 5-11 minutes on 2 cores. See docs/servers.md.
+llama-cpp: $(VENV)/.llama-cpp
+
+$(VENV)/.llama-cpp: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[llama-cpp]'
 	touch $@
 
 demo: setup  ## the whole pipeline on the embedded demo, headless
@@ -42,7 +50,8 @@ teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 core
 # Every benchmark in bench/ (tests/test_bench.py checks that none is left out), at sizes that keep
 # the target to 10-30 minutes on a 2-core CPU (more when other jobs share the cores); bench/README.md
 # gives the sizes of its figures.
-# Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0.
+# Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0; without
+# llama.cpp's server (`make llama-cpp`), so does bench.llama_server.
 bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
@@ -52,6 +61,7 @@ bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.storage_per_token
 	$(PY) -m bench.scaling_estimate
 	$(PY) -m bench.vllm_vs_transformers
+	$(PY) -m bench.llama_server
 	$(PY) -m bench.teacher_change --train 120 --eval 20 --steps 20 --dev 20
 	$(PY) -m bench.orchestration_overhead --train 120 --eval 20 --steps 20 --dev 20
 	spec=$$($(PY) -m distill_assets.demo.shrunken $$(mktemp -d) --train 1000 --eval 100 --steps 800 --dev 50) && \

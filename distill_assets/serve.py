@@ -152,20 +152,16 @@ class LocalServer:
 def llama_command(
     gguf: Path, port: int, model: str, context: int = 2048, threads: int | None = None, python: str = sys.executable
 ) -> list[str]:
-    """The llama.cpp server's command line: one model on loopback, logits of every token kept (for logprobs)."""
+    """The llama.cpp server's command line: one model on loopback, logits of every token kept (for logprobs).
+
+    `threads` None leaves llama.cpp's default (half the cores for generation, all for prompts).
+    """
     if importlib.util.find_spec("llama_cpp") is None:
         raise ModuleNotFoundError("llama.cpp's server is not installed: pip install -e '.[llama-cpp]' (a source build)")
-    return [
-        python, "-m", "llama_cpp.server",
-        "--model", str(gguf),
-        "--model_alias", model,
-        "--host", HOST,
-        "--port", str(port),
-        "--n_ctx", str(context),
-        "--n_threads", str(threads or os.cpu_count() or 1),
-        # Completions return logprobs only when the model keeps every position's logits.
-        "--logits_all", "true",
-    ]  # fmt: skip
+    argv = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", model]
+    argv += ["--host", HOST, "--port", str(port), "--n_ctx", str(context)]
+    argv += ["--logits_all", "true"]  # completions return logprobs only when every position's logits are kept
+    return argv + (["--n_threads", str(threads)] if threads else [])
 
 
 def llama_server(
@@ -200,7 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gguf", required=True, type=Path, help="the model file to serve")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--context", type=int, default=2048, help="context length in tokens (llama.cpp's n_ctx)")
-    parser.add_argument("--threads", type=int, default=None, help="default: every core")
+    parser.add_argument("--threads", type=int, default=None, help="generating threads (default: half the cores)")
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for the server")
     parser.add_argument("--log", type=Path, default=None, help="keep the server's output in this file")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: what to run while the server is up")

@@ -173,10 +173,18 @@ def test_llama_command_serves_one_model_on_loopback_with_logprobs(monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[llama-cpp\]'"):
         serve.llama_command(Path("/m.gguf"), 8123, "m")
     monkeypatch.setattr(serve.importlib.util, "find_spec", lambda name: object())
-    argv = serve.llama_command(Path("/m.gguf"), 8123, "m", threads=3)
-    options = dict(zip(argv[3::2], argv[4::2]))
+    argv = serve.llama_command(Path("/m.gguf"), 8123, "m")
     assert argv[1:3] == ["-m", "llama_cpp.server"]
-    assert options == {
+    assert dict(zip(argv[3::2], argv[4::2])) == {
+        "--model": "/m.gguf",
+        "--model_alias": "m",
+        "--host": "127.0.0.1",
+        "--port": "8123",
+        "--n_ctx": "2048",
+        "--logits_all": "true",
+    }
+    argv = serve.llama_command(Path("/m.gguf"), 8123, "m", threads=3)
+    assert dict(zip(argv[3::2], argv[4::2])) == {
         "--model": "/m.gguf",
         "--model_alias": "m",
         "--host": "127.0.0.1",
