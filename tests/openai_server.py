@@ -89,6 +89,12 @@ def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
             self.wfile.flush()
 
+        def do_GET(self) -> None:  # the model list, which launchers poll to know the server is up
+            if self.path.rstrip("/") != "/v1/models":
+                return self._send(404, b'{"error": "not found"}')
+            models = {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]}
+            return self._send(200, json.dumps(models).encode())
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             legacy = not self.path.endswith("/chat/completions")  # /completions: a raw prompt, k in `logprobs`
