@@ -6,7 +6,7 @@ starts `python -m llama_cpp.server --model FILE --host 127.0.0.1 --port N` (the 
 `pip install -e '.[llama-cpp]'`: llama-cpp-python[server], built from source), waits until
 `GET /v1/models` answers, runs COMMAND with `DISTILL_TEACHER_URL=http://127.0.0.1:N/v1` in its
 environment, and stops the server when COMMAND ends, fails or is interrupted. The exit status is
-COMMAND's. A spec names that endpoint as `base_urls: ["${DISTILL_TEACHER_URL}"]` (see `expand_env`).
+COMMAND's. A spec names that endpoint as `base_urls: ["${DISTILL_TEACHER_URL}"]` (`spec.expand_env`).
 From Python:
 
     with llama_server(gguf) as server:
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -27,12 +26,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-URL_ENV = "DISTILL_TEACHER_URL"
+from distill_assets.spec import URL_ENV
+
 HOST = "127.0.0.1"
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ServerNotReady(RuntimeError):
@@ -53,19 +52,6 @@ def port_in_use(port: int, host: str = HOST) -> bool:
         except OSError:
             return True
     return False
-
-
-def expand_env(value: str, environ: Mapping[str, str] = os.environ, field: str = "base_urls") -> str:
-    """`value` with each `${NAME}` replaced by that environment variable; a clear error naming `field` if unset."""
-
-    def lookup(match: re.Match) -> str:
-        name = match.group(1)
-        if not environ.get(name):
-            hint = " (python -m distill_assets.serve exports it)" if name == URL_ENV else ""
-            raise ValueError(f"{field}: {value!r} names ${name}, which is not set{hint}")
-        return environ[name]
-
-    return ENV_REFERENCE.sub(lookup, value)
 
 
 class LocalServer:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -161,6 +162,24 @@ class GenerationSpec(StrictModel):
 
 Backend = Literal["transformers", "vllm", "openai"]
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None, field: str = "base_urls") -> str:
+    """`value` with each `${NAME}` replaced by that environment variable; a clear error naming `field` if unset."""
+    environ = os.environ if environ is None else environ
+
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if not environ.get(name):
+            hint = " (python -m distill_assets.serve sets it for the command it runs)" if name == URL_ENV else ""
+            raise ValueError(f"{field}: {value!r} names ${name}, which is not set{hint}")
+        return environ[name]
+
+    return ENV_REFERENCE.sub(lookup, value)
+
+
+URL_ENV = "DISTILL_TEACHER_URL"  # where `python -m distill_assets.serve` puts the URL of the server it started
 
 
 class TeacherPodSpec(StrictModel):
@@ -224,13 +243,17 @@ class TeacherSpec(StrictModel):
             if not self.base_urls:
                 raise ValueError("base_urls: backend 'openai' needs at least one endpoint, e.g. http://host:8000/v1")
             for url in self.base_urls:
-                if not url.startswith(("http://", "https://")):
-                    raise ValueError(f"base_urls: {url!r} is not an http(s) URL")
+                if not url.startswith(("http://", "https://")) and not ENV_REFERENCE.match(url):
+                    raise ValueError(f"base_urls: {url!r} is not an http(s) URL (or a ${{VARIABLE}} holding one)")
         else:
             for field in ("base_urls", "api_key_env"):
                 if getattr(self, field):
                     raise ValueError(f"{field}: only used with backend 'openai', not {self.backend!r}")
         return self
+
+    def endpoints(self) -> list[str]:
+        """base_urls with `${VARIABLE}` references read from the environment (when the backend is built)."""
+        return [expand_env(url, field=f"teachers.{self.name}.base_urls") for url in self.base_urls]
 
     def version(self) -> str:
         """A hash of everything that changes what this teacher generates."""

@@ -54,7 +54,7 @@ def build_backend(teacher: TeacherSpec, spec: Spec, placement: Placement) -> Tea
         from resources.retry import RetryPolicy
 
         return HttpBackend(
-            base_urls=teacher.base_urls,
+            base_urls=teacher.endpoints(),
             model=teacher.model,
             api_key=HttpBackend.api_key_from_env(teacher.api_key_env),
             concurrency=teacher.concurrency,

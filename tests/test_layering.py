@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "command line",  # and the programs a pod runs, and the demo, a plug-in the core never imports
         [
             "distill_assets.execution", "distill_assets.run", "distill_assets.backfill",
-            "distill_assets.generate_entrypoint", "distill_assets.train_entrypoint",
+            "distill_assets.generate_entrypoint", "distill_assets.train_entrypoint", "distill_assets.serve",
             "distill_assets.demo", "distill_assets.demo.*",
         ],
     ),
