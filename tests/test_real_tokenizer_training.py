@@ -16,6 +16,7 @@ from distill_assets.generation import TOKEN_LOGPROB
 from distill_assets.methods import METHODS
 from distill_assets.methods.offline_logits import to_dataset
 from distill_assets.methods.on_policy import PADDED_LOGIT, match_teacher_head
+from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec
 from distill_assets.template_check import check_training_set, render
 from distill_assets.training import (
@@ -117,6 +118,12 @@ def test_end_of_turn_is_learned_though_pad_is_eos(tiny_smollm2, tmp_path):
     assert (batch["input_ids"][0, n:] == tokenizer.pad_token_id).all() and (batch["labels"][0, n:] == -100).all()
     for labels in batch["labels"]:  # each answer's <|im_end|> is learned, the padding after it is not
         assert labels.tolist().count(tokenizer.eos_token_id) == 1
+
+
+def test_a_tokenizer_without_pad_token_pads_with_eos(tiny_smollm2):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_smollm2)
+    tokenizer.pad_token = None
+    assert ensure_pad_token(tokenizer).pad_token == "<|im_end|>"  # learned all the same: labels pad with -100
 
 
 @pytest.mark.parametrize("method", ["sft", "offline_logits", "on_policy"])
