@@ -6,7 +6,7 @@ starts `python -m llama_cpp.server --model FILE --host 127.0.0.1 --port N` (the 
 `pip install -e '.[llama-cpp]'`: llama-cpp-python[server], built from source), waits until
 `GET /v1/models` answers, runs COMMAND with `DISTILL_TEACHER_URL=http://127.0.0.1:N/v1` in its
 environment, and stops the server when COMMAND ends, fails or is interrupted. The exit status is
-COMMAND's. A spec names that endpoint as `base_urls: ["${DISTILL_TEACHER_URL}"]` (`spec.expand_env`).
+COMMAND's. A spec names that endpoint as `base_urls: ["${DISTILL_TEACHER_URL}"]` (`envrefs.expand_env`).
 From Python:
 
     with llama_server(gguf) as server:
@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from distill_assets.spec import URL_ENV
+from distill_assets.envrefs import URL_ENV
 
 HOST = "127.0.0.1"
 

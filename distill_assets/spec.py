@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
+from distill_assets.envrefs import ENV_REFERENCE, expand_env
 from distill_assets.methods import METHODS
 from distill_assets.specbase import Name, StrictModel
 
@@ -162,24 +162,6 @@ class GenerationSpec(StrictModel):
 
 Backend = Literal["transformers", "vllm", "openai"]
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def expand_env(value: str, environ: Mapping[str, str] | None = None, field: str = "base_urls") -> str:
-    """`value` with each `${NAME}` replaced by that environment variable; a clear error naming `field` if unset."""
-    environ = os.environ if environ is None else environ
-
-    def lookup(match: re.Match) -> str:
-        name = match.group(1)
-        if not environ.get(name):
-            hint = " (python -m distill_assets.serve sets it for the command it runs)" if name == URL_ENV else ""
-            raise ValueError(f"{field}: {value!r} names ${name}, which is not set{hint}")
-        return environ[name]
-
-    return ENV_REFERENCE.sub(lookup, value)
-
-
-URL_ENV = "DISTILL_TEACHER_URL"  # where `python -m distill_assets.serve` puts the URL of the server it started
 
 
 class TeacherPodSpec(StrictModel):

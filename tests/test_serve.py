@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from distill_assets import serve
+from distill_assets.envrefs import expand_env
 from distill_assets.serve import LocalServer, ServerNotReady, free_port, port_in_use, run_with_server
-from distill_assets.spec import expand_env
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FAKE_SERVER = PROJECT_DIR / "tests" / "openai_server.py"
