@@ -46,6 +46,18 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 demo: setup  ## the whole pipeline on the embedded demo, headless
 	$(PY) -m distill_assets.run
 
+# The real example (examples/real, docs/real-models.md): Gemma 3 270M, a base model asked few-shot,
+# distilled into SmolLM2-135M-Instruct with LoRA. Each variant has a Dagster instance of its own,
+# so its staleness is never confused with the demo's; reports go to artifacts/real*/report/.
+real: models  ## the real example on pre-trained models (set-up included)
+	mkdir -p .dagster_home_real && ln -sf ../dagster.yaml .dagster_home_real/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home_real $(PY) -m distill_assets.run --spec examples/real/distill.yaml
+
+real-server: models llama-cpp  ## the same with the teacher behind llama.cpp's OpenAI-compatible server
+	mkdir -p .dagster_home_real_server && ln -sf ../dagster.yaml .dagster_home_real_server/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home_real_server $(PY) -m distill_assets.serve \
+	  --gguf $(MODELS)/gemma-3-270m-q4_k_m.gguf -- $(PY) -m distill_assets.run --spec examples/real/distill-server.yaml
+
 test: setup  ## the test suite
 	$(PY) -m pytest -q
 
