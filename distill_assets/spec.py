@@ -201,6 +201,11 @@ class TeacherSpec(StrictModel):
     concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(5, ge=0, le=100, description="retries of a failed request before it counts as failed")
+    extra_body: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="server-specific fields sent with every request, e.g. {repeat_penalty: 1.0} for llama.cpp's "
+        "server, whose defaults (repeat_penalty 1.1, top_k 40, min_p 0.05) make temperature 0 not greedy",
+    )
     k8s: TeacherPodSpec | None = Field(None, description="generate in its own Kubernetes pod (PipesK8sClient)")
 
     @model_validator(mode="after")
@@ -228,7 +233,7 @@ class TeacherSpec(StrictModel):
                 if not url.startswith(("http://", "https://")) and not ENV_REFERENCE.match(url):
                     raise ValueError(f"base_urls: {url!r} is not an http(s) URL (or a ${{VARIABLE}} holding one)")
         else:
-            for field in ("base_urls", "api_key_env"):
+            for field in ("base_urls", "api_key_env", "extra_body"):
                 if getattr(self, field):
                     raise ValueError(f"{field}: only used with backend 'openai', not {self.backend!r}")
         return self
@@ -248,11 +253,14 @@ class TeacherSpec(StrictModel):
             payload["prompt_template"] = self.prompt_template
         if self.mode is not None:
             payload["mode"] = self.mode
+        if self.extra_body:
+            payload["extra_body"] = self.extra_body
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def identity(self) -> str:
         """What generates, for the generation cache's keys (sampling settings are keyed apart)."""
-        return json.dumps(self.model_dump(include={"backend", "model", "revision"}), sort_keys=True)
+        include = {"backend", "model", "revision"} | ({"extra_body"} if self.extra_body else set())
+        return json.dumps(self.model_dump(include=include), sort_keys=True)
 
 
 class ArchitectureSpec(StrictModel):

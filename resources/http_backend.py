@@ -45,6 +45,7 @@ class HttpBackend(TeacherBackend):
         retry: RetryPolicy | None = None,
         name: str = "openai",
         seed: int | None = None,
+        extra_body: dict | None = None,
     ):
         if not base_urls:
             raise ValueError("HttpBackend needs at least one base URL")
@@ -56,6 +57,7 @@ class HttpBackend(TeacherBackend):
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.rng = random.Random(seed)
+        self.extra_body = dict(extra_body or {})  # server-specific fields sent with every request
         self.attempts = 0  # HTTP requests sent, retries included
 
     @staticmethod
@@ -77,6 +79,7 @@ class HttpBackend(TeacherBackend):
             "top_p": params.top_p,
             "seed": params.seed_for(request.sample_index),
             "n": 1,  # each sample is its own request, so each is cached and retried alone
+            **self.extra_body,
         }
         if params.stop:
             body["stop"] = list(params.stop)
@@ -203,6 +206,8 @@ def parse_completion(payload: dict) -> Completion:
     logprobs = choice.get("logprobs") or {}
     steps = logprobs.get("top_logprobs")
     top = None
+    if steps is not None and logprobs.get("tokens") is not None:
+        steps = steps[: _tokens_of(text, logprobs["tokens"])]  # a stop string's token may be listed too
     if steps is not None:
         top = tuple(
             tuple(
@@ -216,3 +221,13 @@ def parse_completion(payload: dict) -> Completion:
     if num_tokens is None:
         num_tokens = len(logprobs.get("tokens") or []) if logprobs else 0
     return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)
+
+
+def _tokens_of(text: str, tokens: list[str]) -> int:
+    """How many of the listed tokens make up `text` (llama.cpp also lists the token of the stop string it cut)."""
+    count = length = 0
+    for token in tokens:
+        if length >= len(text):
+            break
+        count, length = count + 1, length + len(token)
+    return count

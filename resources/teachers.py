@@ -61,6 +61,7 @@ def build_backend(teacher: TeacherSpec, spec: Spec, placement: Placement) -> Tea
             timeout_s=teacher.timeout_s,
             retry=RetryPolicy(max_retries=teacher.max_retries),
             name=teacher.name,
+            extra_body=teacher.extra_body,
         )
     raise ValueError(f"teachers.{teacher.name}.backend: unknown backend {teacher.backend!r}")
 

@@ -14,7 +14,7 @@ from distill_assets.generation import generate_completions, prompt_mode, teacher
 from distill_assets.spec import SpecError, TaskSpec, TeacherSpec, load_spec
 from resources.backends import Request, SamplingParams
 from resources.generation_cache import request_key
-from resources.http_backend import HttpBackend
+from resources.http_backend import HttpBackend, parse_completion
 from resources.transformers_backend import TransformersBackend
 from tests.generate_child import demo_prompts
 from tests.openai_server import FakeTeacher, OpenAIServer
@@ -122,3 +122,21 @@ def test_a_prompt_template_per_task(spec_file):
     spec_file.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=f"prompt_template.{task}: must contain"):
         load_spec(spec_file)
+
+
+def test_extra_body_reaches_the_server_and_a_listed_stop_token_is_not_kept():
+    seen = []
+
+    def answer(messages, body):
+        seen.append(body)
+        return "12", "stop", [[("1", -0.1)], [("2", -0.2)]]
+
+    with OpenAIServer(FakeTeacher(answer=answer)) as server:
+        backend = HttpBackend([server.url], model="m", extra_body={"repeat_penalty": 1.0})
+        backend.complete([Request("x")], SamplingParams(max_new_tokens=4))
+    assert seen[0]["repeat_penalty"] == 1.0
+    # llama.cpp lists the token of the stop string it cut ("\n" here) although the text leaves it out
+    payload = {"choices": [{"text": "12", "finish_reason": "stop", "logprobs": {
+        "tokens": ["1", "2", "\n"], "top_logprobs": [{"1": -0.1}, {"2": -0.2}, {"\n": -0.3}]}}]}  # fmt: skip
+    completion = parse_completion(payload)
+    assert [step[0].token for step in completion.top_logprobs] == ["1", "2"]
