@@ -403,6 +403,8 @@ def curate(
     eval_prompts = _normalised(held).implode()
     overlap = train.filter(_normalised(train).is_in(eval_prompts))
     train = train.filter(~_normalised(train).is_in(eval_prompts))
+    if task.max_train_prompts is not None:
+        train = train.head(task.max_train_prompts)
     if train.height == 0:
         raise InputError(f"{source}: no usable training prompts for task {task.name!r}")
     stats = {

@@ -105,6 +105,9 @@ class TaskSpec(StrictModel):
     id_field: str | None = Field(None, description="a stable id column; by default the prompt's hash")
     metric: Literal["exact_match"] = "exact_match"
     eval_size: int = Field(200, ge=1)
+    max_train_prompts: int | None = Field(
+        None, ge=1, description="use only the first N training prompts (a sample, to try a spec or a slow teacher)"
+    )
     system_prompt: str | None = None
     verifier: str | None = Field(
         None,

@@ -130,6 +130,8 @@ def test_eval_rows_without_reference_and_the_eval_split(tmp_path):
     evals = _write(tmp_path / "eval.jsonl", [json.dumps(shouted).encode()])
     train_frame, _, stats, bad = curate(_task(), train, evals)
     assert stats["eval_overlap_dropped"] == 1 and train_frame.height == 9 and not bad  # normalised overlap
+    sample, _, _, _ = curate(_task(max_train_prompts=4), train, evals)
+    assert sample["prompt"].to_list() == train_frame["prompt"].head(4).to_list()  # the first 4, in file order
 
 
 # Property: random corruptions of a good file ---------------------------------------------------
