@@ -134,7 +134,7 @@ def main() -> None:
         backend.complete(requests[:2], params)  # warm up
         seconds, completions = timed(backend, requests, params)
         argmax_s, argmax_out = timed(argmax, requests, params)
-        plain_s, _ = timed(backend, requests, SamplingParams(max_new_tokens=args.max_new_tokens))
+        plain_s, plain = timed(backend, requests, SamplingParams(max_new_tokens=args.max_new_tokens))
         raw = raw_completion(server.url, server.model, FEW_SHOT.format(prompt="May 6, 1951"), 8, args.top_logprobs)
 
     tokens = sum(c.num_tokens for c in completions)
@@ -142,7 +142,8 @@ def main() -> None:
     print(f"  {args.max_new_tokens} tokens, top_logprobs {args.top_logprobs}, concurrency {args.concurrency}")
     print(f"HttpBackend: {len(requests) / seconds:.2f} requests/s, {tokens / seconds:.1f} tokens/s ({seconds:.1f}s)")
     print(f"  with repeat_penalty 1.0: {len(requests) / argmax_s:.2f} requests/s ({argmax_s:.1f}s)")
-    print(f"  without log-probabilities: {len(requests) / plain_s:.2f} requests/s ({plain_s:.1f}s)")
+    plain_rate = sum(c.num_tokens for c in plain) / plain_s
+    print(f"  without log-probabilities: {len(requests) / plain_s:.2f} requests/s, {plain_rate:.1f} tokens/s")
     problems = top_k_problems(completions, args.top_logprobs) + top_k_problems(argmax_out, args.top_logprobs)
     print(
         "top-k log-probabilities: "

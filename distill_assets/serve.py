@@ -16,6 +16,7 @@ From Python:
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib.util
 import os
 import signal
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,8 +57,8 @@ def port_in_use(port: int, host: str = HOST) -> bool:
 class LocalServer:
     """A server process on loopback: started, waited for until `GET {url}/models` answers 200, stopped on exit.
 
-    Its stdout and stderr go to `log_path` (a temporary file unless given), whose last lines an
-    error quotes. The process runs in a session of its own, so a Ctrl-C meant for the caller
+    Its stdout and stderr go to `log_path` (a temporary file unless given, removed after a clean
+    stop), whose last lines an error quotes. The process runs in a session of its own, so a Ctrl-C meant for the caller
     reaches it only through `stop`.
     """
 
@@ -75,7 +75,7 @@ class LocalServer:
         self.url = f"http://{host}:{port}/v1"
         self.ready_timeout_s = ready_timeout_s
         self.keep_log = log_path is not None
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="llama_server_", suffix=".log")[1])
+        self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> LocalServer:
@@ -93,7 +93,12 @@ class LocalServer:
     def start(self) -> None:
         if port_in_use(self.port, self.host):
             raise ServerNotReady(f"port {self.port} on {self.host} is in use; choose another or leave --port out")
-        with open(self.log_path, "wb") as log:
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="server_", suffix=".log")
+            self.log_path, log = Path(name), os.fdopen(fd, "wb")
+        else:
+            log = open(self.log_path, "wb")  # noqa: SIM115 - closed below, once the process holds it
+        with log:
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
@@ -114,10 +119,11 @@ class LocalServer:
         try:
             with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
                 return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out, not HTTP yet
             return False
 
     def _failure(self, what: str, lines: int = 20) -> str:
+        self.keep_log = True  # the message names it
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         shown = "\n".join(f"  {line}" for line in tail) or "  (nothing)"
         return f"server {' '.join(self.argv)!r} {what}; its last output ({self.log_path}):\n{shown}"
@@ -131,7 +137,7 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if not self.keep_log:
+        if self.log_path is not None and not self.keep_log:
             self.log_path.unlink(missing_ok=True)
 
 
@@ -199,7 +205,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C does, so the server is stopped either way.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         server = llama_server(args.gguf, args.port, args.context, args.threads, args.ready_timeout, args.log)
         return run_with_server(server, args.command)
@@ -208,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
+    TrainingArguments,
 )
 from transformers.trainer_callback import PrinterCallback
 
@@ -146,6 +147,15 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+# transformers 5.23 renamed gradient_checkpointing to activation_checkpointing (the old name is an alias
+# until 6); vLLM 0.33 pins transformers < 5.21, so the [vllm] extra installs the old one.
+CHECKPOINTING = next(
+    name
+    for name in ("activation_checkpointing", "gradient_checkpointing")
+    if name in TrainingArguments.__dataclass_fields__
+)
+
+
 def training_args(student: StudentSpec, work_dir: Path, device: torch.device) -> dict:
     """The TrainingArguments fields every method shares, from the student's `training` block."""
     cfg = student.training
@@ -166,7 +176,7 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
         use_cpu=device.type == "cpu",
         # TRL's configs default to bf16 and activation (gradient) checkpointing: on a CPU both only cost time
         bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,  # small students fit; recomputation only costs time
+        **{CHECKPOINTING: False},  # small students fit; recomputation only costs time
         dataloader_num_workers=0,
         disable_tqdm=True,
     )

@@ -86,9 +86,10 @@ def test_a_server_that_never_listens_times_out_with_its_last_output():
     expected = r"did not answer GET http://127\.0\.0\.1:\d+/v1/models in 0\.5s"
     with pytest.raises(ServerNotReady, match=expected) as err, server:
         pass
-    assert "loading weights" in str(err.value)
+    assert "loading weights" in str(err.value) and str(server.log_path) in str(err.value)
     assert server.process.poll() is not None  # stopped, not left running
-    assert not server.log_path.exists()  # a temporary log is removed
+    assert server.log_path.read_text() == "loading weights\n"  # kept, since the error names it
+    server.log_path.unlink()
 
 
 def test_a_server_that_dies_is_reported_at_once_with_its_status_and_output(tmp_path):
@@ -106,6 +107,7 @@ def test_the_command_gets_the_url_and_the_server_stops_after(tmp_path):
     assert status == 0
     assert json.loads((tmp_path / "seen.json").read_text()) == {"url": server.url, "model": "fake-teacher"}
     assert server.process.poll() is not None and not answers(server.url)
+    assert not server.log_path.exists()  # a temporary log goes after a clean stop
 
 
 def test_the_exit_status_is_the_commands_and_the_server_stops_on_failure():
