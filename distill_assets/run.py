@@ -223,12 +223,15 @@ def print_report(spec: Spec) -> None:
     for name, model in report["models"].items():
         if model["role"] != "student":
             continue
-        fastest = min(model["vs_teachers"].values(), key=lambda v: v["latency_speedup"])
-        print(
+        line = (
             f"  {name}: keeps {model['retention_mean']:.1%} of the teachers' exact match "
-            f"(lowest task {model['retention_min']:.1%}), {fastest['parameter_ratio']:.1%} of the parameters, "
-            f"{fastest['latency_speedup']:.1f}x lower latency"
+            f"(lowest task {model['retention_min']:.1%})"
         )
+        if model["vs_teachers"]:  # empty when every teacher is served elsewhere and was not timed here
+            fastest = min(model["vs_teachers"].values(), key=lambda v: v["latency_speedup"])
+            line += f", {fastest['parameter_ratio']:.1%} of the parameters"
+            line += f", {fastest['latency_speedup']:.1f}x lower latency"
+        print(line)
     for row in report.get("multi_teacher", []):
         versus = ", ".join(f"{t} {v:.3f}" for t, v in row["teacher_means"].items() if v is not None)
         print(f"  {row['student']} (from {', '.join(row['teachers'])}): mean {row['student_mean']:.3f} vs {versus}")
