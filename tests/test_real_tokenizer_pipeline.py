@@ -4,7 +4,6 @@ completion mode, and students with LoRA, offline logits and on-policy distillati
 from __future__ import annotations
 
 import json
-import shutil
 
 import dagster as dg
 import polars as pl
@@ -16,19 +15,9 @@ from distill_assets.definitions import build_definitions
 from distill_assets.generation import prompt_mode
 from distill_assets.run import plan, run_pipeline, store_of
 from distill_assets.spec import load_spec
-from tests.conftest import SMOLLM2_VOCAB, shrunken_spec
+from tests.conftest import SMOLLM2_VOCAB, shrunken_spec, without_chat_template
 
 FEW_SHOT = "Reverse the letters: abc\nAnswer: cba\n\n{prompt}\nAnswer:"
-
-
-def base_copy(model, path):
-    """The tiny model without its chat template: a base model, asked in completion mode."""
-    shutil.copytree(model, path)
-    (path / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((path / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (path / "tokenizer_config.json").write_text(json.dumps(config))
-    return path
 
 
 def real_tokenizer_spec(tmp_path, tiny_smollm2, tiny_teacher):
@@ -37,7 +26,7 @@ def real_tokenizer_spec(tmp_path, tiny_smollm2, tiny_teacher):
     generation = {"max_new_tokens": 6, "batch_size": 8, "temperature": 1.0, "top_logprobs": 3}
     data["teachers"] = [
         {"name": "chat_teacher", "model": str(tiny_smollm2), "tasks": ["dates"], "generation": generation},
-        {"name": "base_teacher", "model": str(base_copy(tiny_smollm2, tmp_path / "base_teacher")),
+        {"name": "base_teacher", "model": str(without_chat_template(tiny_smollm2, tmp_path / "base_teacher")),
          "tasks": ["reverse"], "prompt_template": {"reverse": FEW_SHOT}, "generation": {**generation, "stop": ["\n"]}},
     ]  # fmt: skip
     training = {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 128, "logging_steps": 1}
