@@ -15,16 +15,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
-from resources.backends import Completion, Prompt, SamplingParams, TokenLogprob
+from resources.backends import Completion, Prompt, SamplingParams
+from resources.completion_codec import decode_completion, encode_completion
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY,
     teacher TEXT NOT NULL,
-    completion TEXT NOT NULL,
+    completion BLOB NOT NULL,  -- resources.completion_codec's bytes (older rows: JSON text)
     created REAL NOT NULL
 )
 """
@@ -51,18 +51,6 @@ def request_key(teacher: str, prompt: Prompt, params: SamplingParams, sample_ind
     if params.stop:
         payload["sampling"]["stop"] = list(params.stop)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def encode_completion(completion: Completion) -> str:
-    return json.dumps(asdict(completion), ensure_ascii=False)
-
-
-def decode_completion(text: str) -> Completion:
-    data = json.loads(text)
-    top = data.get("top_logprobs")
-    if top is not None:
-        data["top_logprobs"] = tuple(tuple(TokenLogprob(**alt) for alt in step) for step in top)
-    return Completion(**data)
 
 
 class GenerationCache:
