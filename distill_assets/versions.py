@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from distill_assets.frames import batches
 from distill_assets.generation import checkpoint_fingerprint, teacher_identity
 from distill_assets.spec import Spec, TeacherSpec
 
@@ -70,14 +71,51 @@ def evaluation_version(spec: Spec) -> str:
     return _block(spec.evaluation)
 
 
-def frame_version(frame: pl.DataFrame) -> str:
+def frame_version(frame: pl.DataFrame | pl.LazyFrame, rows: int | None = None) -> str:
     """A hash of a frame's schema and rows, in order; equal frames give equal versions.
 
-    Through NDJSON rather than `hash_rows`, whose values are not stable across polars versions.
+    Streamed: every column is split into flat streams (which values are null, list lengths,
+    string bytes, the values of each nesting level), each hashed on its own as the chunks
+    come, so a lazy frame is never held whole and the version does not depend on where the
+    chunks break. Not `hash_rows`, whose values are not stable across polars versions.
     """
-    digest = hashlib.sha256(json.dumps([[n, str(t)] for n, t in frame.schema.items()]).encode())
-    digest.update(frame.write_ndjson().encode())
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    streams: dict = {}  # stream name -> its sha256
+    for chunk in batches(frame, rows):
+        for name in schema:
+            _hash_values(streams, name, chunk.get_column(name))
+    digest = hashlib.sha256(json.dumps([[n, str(t)] for n, t in schema.items()]).encode())
+    for key in sorted(streams):
+        digest.update(key.encode() + b"\0" + streams[key].digest())
     return digest.hexdigest()[:16]
+
+
+def _hash_values(streams: dict, key: str, series: pl.Series) -> None:
+    """Feed a column's values to its streams: which are null, then the values, nested ones level by level."""
+
+    def feed(kind: str, data: bytes) -> None:
+        streams.setdefault(f"{key}/{kind}", hashlib.sha256()).update(data)
+
+    feed("null", series.is_null().to_numpy().tobytes())
+    dtype = series.dtype
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        series, dtype = series.cast(pl.String), pl.String
+    if isinstance(dtype, pl.List | pl.Array):
+        feed("len", series.list.len().fill_null(0).cast(pl.Int64).to_numpy().tobytes())
+        _hash_values(streams, f"{key}/[]", series.explode(empty_as_null=False, keep_nulls=False))
+    elif isinstance(dtype, pl.Struct):
+        for field in series.struct.unnest().iter_columns():
+            _hash_values(streams, f"{key}/.{field.name}", field)
+    elif dtype == pl.String:
+        feed("len", series.str.len_bytes().fill_null(0).cast(pl.Int64).to_numpy().tobytes())
+        feed("bytes", (series.str.join("").item() or "").encode())
+    elif dtype == pl.Binary:
+        feed("len", series.bin.size().fill_null(0).cast(pl.Int64).to_numpy().tobytes())
+        feed("bytes", b"".join(v for v in series if v is not None))
+    elif dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean:
+        feed("values", series.to_physical().fill_null(False if dtype == pl.Boolean else 0).to_numpy().tobytes())
+    elif dtype != pl.Null:
+        raise TypeError(f"frame_version: column {series.name!r} has type {dtype}, which has no stable hash here")
 
 
 def checkpoint_version(path: Path) -> str:
@@ -130,18 +168,16 @@ def lineage_markdown(lineage: dict | None) -> list[str]:
     return lines
 
 
-def teacher_versions_in(frame: pl.DataFrame) -> dict[str, list[str]]:
+def teacher_versions_in(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, list[str]]:
     """teacher -> the teacher versions its rows in a training set came from."""
-    if frame.is_empty():
-        return {}
-    pairs = frame.select("teacher", "teacher_version").unique().sort("teacher", "teacher_version")
+    pairs = frame.lazy().select("teacher", "teacher_version").unique().sort("teacher", "teacher_version").collect()
     out: dict[str, list[str]] = {}
     for teacher, version in pairs.iter_rows():
         out.setdefault(teacher, []).append(version)
     return out
 
 
-def checkpoint_lineage(student: str, checkpoint_dir: Path, training_set: pl.DataFrame) -> dict:
+def checkpoint_lineage(student: str, checkpoint_dir: Path, training_set: pl.DataFrame | pl.LazyFrame) -> dict:
     """What a freshly trained checkpoint is and what it was trained on; written next to it."""
     lineage = {
         "student": student,
@@ -153,7 +189,7 @@ def checkpoint_lineage(student: str, checkpoint_dir: Path, training_set: pl.Data
     return lineage
 
 
-def report_lineage(checkpoints_dir: Path, students: list[str], training_set: pl.DataFrame) -> dict:
+def report_lineage(checkpoints_dir: Path, students: list[str], training_set: pl.DataFrame | pl.LazyFrame) -> dict:
     """The checkpoint versions a report evaluated and the training set each was trained on."""
     return {
         "training_set_version": frame_version(training_set),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import typing
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
+from distill_assets.frames import Frame, parquet_rows, scan_parquet_file, write_parquet
 from distill_assets.spec import is_url
 
 
@@ -85,24 +87,28 @@ class ArtifactStore(dg.ConfigurableResource):
 
 
 AS_DICT = "distill/partitions_as_dict"
+LAZY = "distill/lazy"
 
 
-def partitions_in(mapping: dg.PartitionMapping | None = None) -> dg.AssetIn:
+def partitions_in(mapping: dg.PartitionMapping | None = None, lazy: bool = False) -> dg.AssetIn:
     """An input that arrives as a dict keyed by partition, whether it maps to one partition or many.
 
     Without it Dagster's rule applies: an input that resolves to a single upstream partition
     is handed over as that partition's frame, so an asset reading "all tasks" would get a
-    bare frame the day the spec has one task.
+    bare frame the day the spec has one task. With `lazy`, each partition is a lazy scan
+    (for an asset whose parameters are not annotated, such as one taking `**inputs`).
     """
-    return dg.AssetIn(partition_mapping=mapping or dg.AllPartitionMapping(), metadata={AS_DICT: True})
+    return dg.AssetIn(partition_mapping=mapping or dg.AllPartitionMapping(), metadata={AS_DICT: True, LAZY: lazy})
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as parquet under the artifact root, one file per partition.
 
-    A partitioned asset that maps to one upstream partition receives that frame; an
-    unpartitioned one (or one that maps to several, or an input made with `partitions_in`)
-    receives a dict keyed by partition.
+    An asset returns a DataFrame, or a LazyFrame that is streamed to the file (never held
+    whole). An input annotated `pl.LazyFrame` (or `dict[str, pl.LazyFrame]`) arrives as a lazy
+    scan of the file, to read in chunks; any other input as a DataFrame. A partitioned asset
+    that maps to one upstream partition receives that frame; an unpartitioned one (or one that
+    maps to several, or an input made with `partitions_in`) receives a dict keyed by partition.
     """
 
     store: ArtifactStore
@@ -110,34 +116,53 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _asset_name(self, context: dg.OutputContext | dg.InputContext) -> str:
         return "/".join(context.asset_key.path)
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
-        if not isinstance(obj, pl.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: expected a polars DataFrame, got {type(obj)}")
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame) -> None:
+        if not isinstance(obj, pl.DataFrame | pl.LazyFrame):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()}: expected a polars DataFrame or LazyFrame, got {type(obj)}"
+            )
         key = context.partition_key if context.has_asset_partitions else None
         path = self.store.frame_path(self._asset_name(context), key)
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(path, UPath):  # an object store: one PUT, which readers see whole or not at all
             with path.open("wb") as f:
-                obj.write_parquet(f)
+                write_parquet(obj, f)
+            with path.open("rb") as f:
+                rows = parquet_rows(f)
         else:
             tmp = path.with_suffix(".tmp")
-            obj.write_parquet(tmp)
+            write_parquet(obj, str(tmp))
+            rows = parquet_rows(str(tmp))
             tmp.replace(path)  # readers never see a half-written file
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "dagster/row_count": obj.height})
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "dagster/row_count": rows})
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
+    def load_input(self, context: dg.InputContext) -> Frame | dict[str, Frame]:
         name = self._asset_name(context)
+        load = scan_frame if wants_lazy(context) else read_frame
         if not context.has_asset_partitions:
-            return read_frame(self.store.frame_path(name))
+            return load(self.store.frame_path(name))
         keys = context.asset_partition_keys
         if context.has_partition_key and len(keys) == 1 and not context.definition_metadata.get(AS_DICT):
-            return read_frame(self.store.frame_path(name, keys[0]))
-        return {key: read_frame(self.store.frame_path(name, key)) for key in keys}
+            return load(self.store.frame_path(name, keys[0]))
+        return {key: load(self.store.frame_path(name, key)) for key in keys}
+
+
+def wants_lazy(context: dg.InputContext) -> bool:
+    """Whether the input is annotated `pl.LazyFrame` or `dict[str, pl.LazyFrame]`, or made with `lazy=True`."""
+    hint = context.dagster_type.typing_type if context.dagster_type else None
+    return bool(hint is pl.LazyFrame or pl.LazyFrame in typing.get_args(hint) or context.definition_metadata.get(LAZY))
 
 
 def read_frame(path: Path | UPath) -> pl.DataFrame:
-    """A parquet frame from a local path or an object-store URL."""
+    """A parquet frame from a local path or an object-store URL, in memory."""
     if isinstance(path, UPath):
         with path.open("rb") as f:
             return pl.read_parquet(f)
     return pl.read_parquet(path)
+
+
+def scan_frame(path: Path | UPath) -> pl.LazyFrame:
+    """A parquet frame from a local path or an object-store URL, as a lazy scan read a row group at a time."""
+    if isinstance(path, UPath):
+        return scan_parquet_file(lambda: path.open("rb"))
+    return pl.scan_parquet(path)

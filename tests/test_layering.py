@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "distill_assets", "distill_assets.specbase", "distill_assets.spec", "distill_assets.keys",
             "distill_assets.padding", "distill_assets.gguf", "distill_assets.envrefs", "distill_assets.inputs",
-            "distill_assets.generation",
+            "distill_assets.generation", "distill_assets.frames",
             "distill_assets.curation",
             "distill_assets.quality", "distill_assets.verifiers", "distill_assets.routing", "distill_assets.training",
             "distill_assets.training_set", "distill_assets.methods", "distill_assets.methods.*",
