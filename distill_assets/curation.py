@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from distill_assets.frames import Frame, beside, lazy, light, rows_where
 from distill_assets.inputs import normalise_text
 from distill_assets.spec import JudgeSpec, QualitySpec
 from distill_assets.verifiers import Verifier
@@ -271,29 +272,57 @@ def curate_completions(
     )
 
 
-def dedup_across(frame: pl.DataFrame, quality: QualitySpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+def curate_partition(
+    completions: Frame,
+    references: pl.DataFrame | None,
+    quality: QualitySpec,
+    verifier: Verifier | None = None,
+    judge: Judge | None = None,
+    judge_threshold: float = 7.0,
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(A partition's rows, top-k columns included, with `reference` and curation's columns added, lazily;
+    the same without the top-k columns, in memory, for counts and examples).
+
+    The decisions are made on the light columns in memory (`curate_completions`); the top-k
+    columns are carried through chunk by chunk beside them, so they are never held whole.
+    `references` is the task's (prompt_id, reference), or None when there are none.
+    """
+    rows = light(completions)
+    if references is not None:
+        references = references.select("prompt_id", "reference")
+        joined = rows.join(references, on="prompt_id", how="left", maintain_order="left")
+        if joined.height != rows.height:  # the top-k columns are placed beside the rows by position
+            raise ValueError("curation: a prompt_id has several references; curated_inputs must have unique ids")
+        rows = joined
+    curated = curate_completions(rows, quality, verifier, judge, judge_threshold)
+    added = [c for c in curated.columns if c not in lazy(completions).collect_schema()]
+    return beside(completions, curated.select(added)), curated
+
+
+def dedup_across(frame: Frame, quality: QualitySpec) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """Exact and near-duplicate removal over the merged training set, across teachers and tasks.
 
-    Returns (kept rows, dropped rows with `dropped_by` and `why`).
+    Returns (kept rows, lazily, top-k columns included; dropped rows' light columns with
+    `dropped_by` and `why`). The duplicates are found on the light columns in memory.
     """
-    if not quality.curate or frame.height == 0:
-        return frame, frame.head(0).with_columns(dropped_by=pl.lit(None, pl.String), why=pl.lit(None, pl.String))
-    rule: list[str | None] = [None] * frame.height
-    why: list[str | None] = [None] * frame.height
-    completions = [c or "" for c in frame["completion"]]
-    for i, (kind, j, similarity) in duplicates(list(frame["prompt"]), completions, quality).items():
-        source = f"{frame['teacher'][j]}/{frame['task'][j]}"
+    rows = light(frame)
+    if not quality.curate or rows.height == 0:
+        return lazy(frame), rows.head(0).with_columns(dropped_by=pl.lit(None, pl.String), why=pl.lit(None, pl.String))
+    rule: list[str | None] = [None] * rows.height
+    why: list[str | None] = [None] * rows.height
+    completions = [c or "" for c in rows["completion"]]
+    for i, (kind, j, similarity) in duplicates(list(rows["prompt"]), completions, quality).items():
+        source = f"{rows['teacher'][j]}/{rows['task'][j]}"
         if kind == "exact":
             rule[i], why[i] = "exact_duplicate_across", f"repeats {source}"
         else:
-            rule[i], why[i] = "near_duplicate_across", f"Jaccard {similarity:.2f} with {source} {frame['prompt_id'][j]}"
-    marked = frame.with_columns(dropped_by=pl.Series(rule, dtype=pl.String), why=pl.Series(why, dtype=pl.String))
-    return marked.filter(pl.col("dropped_by").is_null()).drop("dropped_by", "why"), marked.filter(
-        pl.col("dropped_by").is_not_null()
-    )
+            rule[i], why[i] = "near_duplicate_across", f"Jaccard {similarity:.2f} with {source} {rows['prompt_id'][j]}"
+    marked = rows.with_columns(dropped_by=pl.Series(rule, dtype=pl.String), why=pl.Series(why, dtype=pl.String))
+    return rows_where(frame, marked["dropped_by"].is_null()), marked.filter(pl.col("dropped_by").is_not_null())
 
 
-def kept(curated: pl.DataFrame) -> pl.DataFrame:
+def kept(curated: Frame) -> Frame:
+    """The rows curation kept (lazily for a lazy frame)."""
     return curated.filter(pl.col("dropped_by").is_null())
 
 

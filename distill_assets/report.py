@@ -19,7 +19,7 @@ from distill_assets.spec import Spec
 from distill_assets.versions import lineage_markdown, report_lineage
 
 
-def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | None) -> list[dict]:
+def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | pl.LazyFrame | None) -> list[dict]:
     """Per teacher and task: generated, kept, dropped by each curation rule, and dropped examples.
 
     `curated` is keyed by teacher x task partition (curated_completions); rows the training
@@ -34,7 +34,11 @@ def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | 
         teacher, task = frame["teacher"][0], frame["task"][0]
         stats = summary(frame)
         in_training = (
-            training_set.filter((pl.col("teacher") == teacher) & (pl.col("task") == task)).height
+            training_set.lazy()
+            .filter((pl.col("teacher") == teacher) & (pl.col("task") == task))
+            .select(pl.len())
+            .collect()
+            .item()
             if training_set is not None
             else stats["kept"]
         )
@@ -360,7 +364,7 @@ def assemble_report(
     student_evaluation: dict[str, pl.DataFrame],
     model_efficiency: pl.DataFrame,
     curated_completions: dict[str, pl.DataFrame],
-    training_set: pl.DataFrame,
+    training_set: pl.DataFrame | pl.LazyFrame,
     routing_table: pl.DataFrame,
     checkpoints: dict[str, Path],
     checkpoints_dir: Path,

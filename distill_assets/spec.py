@@ -385,6 +385,14 @@ class EvaluationSpec(StrictModel):
     hourly_price_usd: float = Field(1.0, ge=0, description="hardware price used for cost figures")
 
 
+class ExportSpec(StrictModel):
+    """What the training set's exports under the artifact root's exports/ hold beside its text."""
+
+    logprobs: bool = Field(
+        False, description="also write the teachers' top-k log-probabilities to training_set_logprobs.parquet"
+    )
+
+
 class Spec(StrictModel):
     # `routing` is the spec's key for routing_mode; by name too, for a spec dumped and validated again
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -403,6 +411,7 @@ class Spec(StrictModel):
     )
     evaluation: EvaluationSpec = EvaluationSpec()
     quality: QualitySpec = QualitySpec()
+    exports: ExportSpec = ExportSpec()
     base_dir: Path = Field(Path("."), exclude=True, description="set to the spec file's folder")
 
     @model_validator(mode="after")

@@ -2,54 +2,85 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 
+from distill_assets.frames import TOPK_COLUMNS, Frame, batches, chunked, lazy, write_parquet
 from distill_assets.generation import chat_prompt
 from distill_assets.keys import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import Spec
 
+MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+LINEAGE = ["task", "prompt_id", "teacher", "teacher_version"]
 
-def merge_routed(completions: dict[str, pl.DataFrame], spec: Spec, routing: Routing) -> pl.DataFrame:
-    """Keep, per task, only the routed teacher's answered completions; add chat-format messages.
+
+def merge_routed(completions: dict[str, Frame], spec: Spec, routing: Routing) -> pl.LazyFrame:
+    """Keep, per task, only the routed teacher's answered completions; add chat-format messages (lazily).
 
     `completions` is keyed by teacher x task partition key; `routing` says which teacher each
     task's completions come from (the spec's or the routing table's). Every routed partition must
     be present: training on a silently missing task would be worse than failing. The
-    teachers' top-k log-probabilities ride along for offline logit distillation.
+    teachers' top-k log-probabilities ride along for offline logit distillation, a chunk at a time.
     """
     frames = []
     for task, teacher in sorted(routing.teachers.items()):
         key = teacher_task_key(teacher, task)
         if key not in completions:
             raise KeyError(f"synthetic_completions partition {key!r} is missing; materialize it first")
-        frames.append(completions[key])
+        frames.append(lazy(completions[key]))
     merged = pl.concat(frames, how="vertical_relaxed")
-    if "error" in merged.columns:  # a request that failed after its retries has no completion to learn from
+    schema = merged.collect_schema()
+    if "error" in schema:  # a request that failed after its retries has no completion to learn from
         merged = merged.filter(pl.col("error").is_null())
+    topk = [c for c in TOPK_COLUMNS if c in schema]
+    merged = merged.select(*LINEAGE, "prompt", "completion", *topk)
     system = {t.name: t.system_prompt for t in spec.tasks}
-    messages = [
-        [*chat_prompt(prompt, system[task]), {"role": "assistant", "content": completion}]
-        for task, prompt, completion in merged.select("task", "prompt", "completion").iter_rows()
-    ]
-    logprobs = ["top_logprobs"] if "top_logprobs" in merged.columns else []
-    return merged.with_columns(messages=pl.Series(messages)).select(
-        "task", "prompt_id", "teacher", "teacher_version", "prompt", "completion", "messages", *logprobs
-    )
+
+    def with_messages(chunk: pl.DataFrame, _offset: int) -> pl.DataFrame:
+        messages = [
+            [*chat_prompt(prompt, system[task]), {"role": "assistant", "content": completion}]
+            for task, prompt, completion in chunk.select("task", "prompt", "completion").iter_rows()
+        ]
+        chunk = chunk.with_columns(messages=pl.Series(messages, dtype=MESSAGES))
+        return chunk.select(c for c in out if c in chunk.columns)  # a projection may have left some out
+
+    out = {**{c: schema[c] for c in [*LINEAGE, "prompt", "completion"]}, "messages": MESSAGES}
+    out |= {c: schema[c] for c in topk}
+    return chunked(merged, with_messages, out, reads=("task", "prompt", "completion"))
 
 
-def export(frame: pl.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Write the training set as chat JSONL and as a `datasets` directory, for use elsewhere."""
+def export(frame: Frame, out_dir: Path, logprobs: bool = False) -> dict[str, Path]:
+    """Write the training set as chat JSONL and a `datasets` directory, text only, for use elsewhere.
+
+    With `logprobs`, the teachers' top-k log-probabilities go to `training_set_logprobs.parquet`
+    beside them: one row per JSONL line (`row` is its index), with the lineage columns and the
+    top-k columns as the synthetic completions store them.
+    """
     import datasets
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    frame = lazy(frame)
+    topk = [c for c in TOPK_COLUMNS if c in frame.collect_schema()]
+    text = frame.drop(topk)
     jsonl = out_dir / "training_set.jsonl"
-    with jsonl.open("w") as f:
-        for row in frame.iter_rows(named=True):
-            f.write(json.dumps(row) + "\n")
+    with jsonl.open("wb") as f:
+        for chunk in batches(text):
+            chunk.write_ndjson(f)
     ds_dir = out_dir / "training_set_dataset"
-    datasets.Dataset.from_polars(frame).save_to_disk(str(ds_dir))
-    return {"jsonl": jsonl, "datasets": ds_dir}
+    datasets.Dataset.from_polars(text.collect()).save_to_disk(str(ds_dir))  # text only: megabytes at 100k rows
+    paths = {"jsonl": jsonl, "datasets": ds_dir}
+    if logprobs:
+        if not topk:
+            raise ValueError("export: the training set has no top-k log-probabilities (teachers' top_logprobs is 0)")
+        paths["logprobs"] = out_dir / "training_set_logprobs.parquet"
+        keyed = frame.select(*LINEAGE, *topk)
+        schema = {"row": pl.Int64, **keyed.collect_schema()}
+        numbered = chunked(keyed, lambda chunk, first: chunk.select(_row_numbers(chunk, first), pl.all()), schema)
+        write_parquet(numbered, str(paths["logprobs"]))
+    return paths
+
+
+def _row_numbers(chunk: pl.DataFrame, first: int) -> pl.Series:
+    return pl.Series("row", range(first, first + chunk.height), dtype=pl.Int64)

@@ -4,30 +4,24 @@ import datasets
 import polars as pl
 import pytest
 
-from distill_assets.generation import COMPLETION_SCHEMA
 from distill_assets.partitions import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import load_spec
 from distill_assets.training_set import export, merge_routed
+from tests.topk_frames import topk_frame
 
 
 def completions(teacher: str, task: str, n: int = 3) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "task": task,
-            "prompt_id": [f"{task}-{i}" for i in range(n)],
-            "prompt": [f"{task} prompt {i}" for i in range(n)],
-            "sample_index": 0,
-            "completion": [f"{teacher} says {i}" for i in range(n)],
-            "num_tokens": 3,
-            "finish_reason": "stop",
-            "error": None,
-            "top_logprobs": None,
-            "teacher": teacher,
-            "teacher_version": f"v-{teacher}",
-        },
-        schema=COMPLETION_SCHEMA,
+    frame = topk_frame(n, teacher=teacher, task=task, seed=len(teacher + task))
+    return frame.with_columns(
+        prompt=pl.format("{} prompt {}", "task", pl.int_range(pl.len())),
+        completion=pl.format("{} says {}", "teacher", pl.int_range(pl.len())),
     )
+
+
+def merged_frame(spec) -> pl.DataFrame:
+    routing = Routing.from_spec(spec)
+    return merge_routed({k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}, spec, routing)
 
 
 def test_each_task_comes_from_its_routed_teacher(spec_file):
@@ -37,7 +31,7 @@ def test_each_task_comes_from_its_routed_teacher(spec_file):
         for teacher in spec.teachers
         for task in spec.tasks
     }
-    merged = merge_routed(every, spec, Routing.from_spec(spec))
+    merged = merge_routed(every, spec, Routing.from_spec(spec)).collect()
     assert merged.height == 9
     assert dict(merged.select("task", "teacher").unique().iter_rows()) == Routing.from_spec(spec).teachers
     first = merged.filter(pl.col("task") == "reverse").row(0, named=True)
@@ -46,6 +40,18 @@ def test_each_task_comes_from_its_routed_teacher(spec_file):
         {"role": "assistant", "content": "teacher_b says 0"},
     ]
     assert {"teacher", "teacher_version", "task", "prompt_id"} <= set(merged.columns)
+    reverse = every[teacher_task_key("teacher_b", "reverse")]
+    assert merged.filter(pl.col("task") == "reverse")["topk_ids"].to_list() == reverse["topk_ids"].to_list()
+
+
+def test_failed_requests_are_left_out(spec_file):
+    spec = load_spec(spec_file)
+    routing = Routing.from_spec(spec)
+    every = {k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}
+    key = routing.partition_keys()[0]
+    every[key] = every[key].with_columns(error=pl.when(pl.col("prompt_id").str.ends_with("-1")).then(pl.lit("500")))
+    merged = merge_routed(every, spec, routing).collect()
+    assert merged.height == 8 and f"{key.split('|')[0]}-1" not in merged["prompt_id"].to_list()
 
 
 def test_routed_keys_match_dagster_partition_keys(spec_file):
@@ -68,22 +74,36 @@ def test_system_prompt_is_kept_in_messages(spec_file, tmp_path):
     data["tasks"][0]["system_prompt"] = "Answer with the date only."
     spec_file.write_text(yaml.safe_dump(data))
     spec = load_spec(spec_file)
-    routing = Routing.from_spec(spec)
-    merged = merge_routed({k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}, spec, routing)
-    dates = merged.filter(pl.col("task") == "dates").row(0, named=True)
+    dates = merged_frame(spec).collect().filter(pl.col("task") == "dates").row(0, named=True)
     assert dates["messages"][0] == {"role": "system", "content": "Answer with the date only."}
 
 
-def test_export_writes_chat_jsonl_and_a_datasets_directory(spec_file, tmp_path):
-    spec = load_spec(spec_file)
-    routing = Routing.from_spec(spec)
-    merged = merge_routed({k: completions(*reversed(k.split("|"))) for k in routing.partition_keys()}, spec, routing)
+def test_export_writes_text_only_chat_jsonl_and_a_datasets_directory(spec_file, tmp_path):
+    merged = merged_frame(load_spec(spec_file))
     paths = export(merged, tmp_path / "exports")
-    lines = paths["jsonl"].read_text().splitlines()
-    assert len(lines) == merged.height
-    assert json.loads(lines[0])["messages"][-1]["role"] == "assistant"
+    assert set(paths) == {"jsonl", "datasets"} and not (tmp_path / "exports/training_set_logprobs.parquet").exists()
+    lines = [json.loads(line) for line in paths["jsonl"].read_text().splitlines()]
+    text = merged.drop("topk_ids", "topk_logprobs", "topk_tokens").collect()
+    assert lines == text.to_dicts()
+    assert lines[0]["messages"][-1] == {"role": "assistant", "content": lines[0]["completion"]}
     ds = datasets.load_from_disk(str(paths["datasets"]))
-    assert ds.num_rows == merged.height and "messages" in ds.column_names
+    assert ds.num_rows == text.height and ds.column_names == text.columns  # no log-probabilities in either
+
+
+def test_export_writes_the_logprobs_beside_when_asked(spec_file, tmp_path):
+    merged = merged_frame(load_spec(spec_file))
+    paths = export(merged, tmp_path / "exports", logprobs=True)
+    assert paths["logprobs"] == tmp_path / "exports/training_set_logprobs.parquet"
+    logprobs = pl.read_parquet(paths["logprobs"])
+    lines = [json.loads(line) for line in paths["jsonl"].read_text().splitlines()]
+    assert logprobs["row"].to_list() == list(range(len(lines)))
+    assert logprobs["prompt_id"].to_list() == [line["prompt_id"] for line in lines]  # row i is line i
+    full = merged.collect()
+    assert logprobs.select("topk_ids", "topk_logprobs", "topk_tokens").equals(
+        full.select("topk_ids", "topk_logprobs", "topk_tokens")
+    )
+    with pytest.raises(ValueError, match="no top-k log-probabilities"):
+        export(full.drop("topk_ids", "topk_logprobs", "topk_tokens"), tmp_path / "none", logprobs=True)
 
 
 @pytest.mark.parametrize(("teacher", "task"), [("teacher_a", "dates"), ("t-1", "a_task"), ("z", "b")])

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 import dagster as dg
 import polars as pl
 
-from distill_assets.curation import RULES, curate_completions, judge_scores, summary
+from distill_assets.curation import RULES, curate_partition, judge_scores, summary
 from distill_assets.partitions import ROUTED_TAG, Partitions
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
@@ -34,13 +34,12 @@ def build(spec: Spec, partitions: Partitions) -> list:
         context: dg.AssetExecutionContext,
         accelerator: Accelerator,
         store: ArtifactStore,
-        synthetic_completions: pl.DataFrame,
+        synthetic_completions: pl.LazyFrame,
         curated_inputs: pl.DataFrame,
-    ) -> pl.DataFrame:
+    ) -> pl.LazyFrame:
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
         quality = spec.quality_for(task.name)
-        frame = synthetic_completions.join(curated_inputs.select("prompt_id", "reference"), on="prompt_id", how="left")
         verifier = get_verifier(task.verifier) if task.verifier else None
         with ExitStack() as stack:
             judge = None
@@ -53,8 +52,11 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 def judge(prompts, completions):
                     return judge_scores(backend, prompts, completions, task.judge)
 
-            curated = curate_completions(frame, quality, verifier, judge, task.judge.threshold if task.judge else 0.0)
-        stats = summary(curated)
+            threshold = task.judge.threshold if task.judge else 0.0
+            curated, decided = curate_partition(
+                synthetic_completions, curated_inputs, quality, verifier, judge, threshold
+            )
+        stats = summary(decided)
         context.log.info(
             f"{teacher.name}/{task.name}: kept {stats['kept']} of {stats['generated']}, {stats['dropped']}"
         )
@@ -69,6 +71,6 @@ def build(spec: Spec, partitions: Partitions) -> list:
                 "dropped_examples": dg.MetadataValue.md(markdown_table(examples)),
             }
         )
-        return curated
+        return curated  # streamed to its file by the IO manager, the top-k columns a chunk at a time
 
     return [curated_completions]

@@ -8,6 +8,7 @@ import polars as pl
 from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.routing_assets import routed_completions, routed_inputs
 from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
+from distill_assets.frames import light
 from distill_assets.generation import chat_prompt, prompt_mode, teacher_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
@@ -207,16 +208,17 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
         teacher_evaluation: dict[str, pl.DataFrame],
         student_evaluation: dict[str, pl.DataFrame],
         model_efficiency: pl.DataFrame,
-        training_set: pl.DataFrame,
+        training_set: pl.LazyFrame,  # read for counts and its version, never held whole
         routing_table: pl.DataFrame,
         **curated,
     ) -> dg.MaterializeResult:
+        routed = routed_completions(spec, store, {**curated, "routing_table": routing_table})[1]
         report, files = assemble_report(
             spec,
             teacher_evaluation=teacher_evaluation,
             student_evaluation=student_evaluation,
             model_efficiency=model_efficiency,
-            curated_completions=routed_completions(spec, store, {**curated, "routing_table": routing_table})[1],
+            curated_completions={key: light(frame) for key, frame in routed.items()},
             training_set=training_set,
             routing_table=routing_table,
             checkpoints={s.name: store.checkpoint_dir(s.name) for s in spec.students},

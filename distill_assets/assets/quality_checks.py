@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.curation import verify
+from distill_assets.frames import light
 from distill_assets.inputs import normalise_text
 from distill_assets.partitions import Partitions
 from distill_assets.quality import EXAMPLES, CheckOutcome, completion_suite, prompt_suite
@@ -100,10 +101,11 @@ def _synthetic_completions_suite(spec: Spec, partitions: Partitions) -> dg.Asset
         description="great-expectations suite on one teacher x task partition of synthetic completions.",
     )
     def synthetic_completions_suite(
-        context: dg.AssetCheckExecutionContext, synthetic_completions: pl.DataFrame, curated_inputs: pl.DataFrame
+        context: dg.AssetCheckExecutionContext, synthetic_completions: pl.LazyFrame, curated_inputs: pl.DataFrame
     ):
         task = spec.task(context.partition_key.keys_by_dimension["task"])
-        frame = synthetic_completions.join(curated_inputs.select("prompt_id", "reference"), on="prompt_id", how="left")
+        references = curated_inputs.select("prompt_id", "reference")
+        frame = light(synthetic_completions).join(references, on="prompt_id", how="left", maintain_order="left")
         verified = verify(frame, get_verifier(task.verifier)) if task.verifier else None
         for outcome in completion_suite(frame, spec.quality_for(task.name), verified):
             yield _result("synthetic_completions", outcome)
@@ -125,8 +127,9 @@ def _kept_enough(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinition
         partitions_def=partitions.teacher_task,
         description="Curation kept at least quality.min_kept_rate of the completions.",
     )
-    def kept_enough(context: dg.AssetCheckExecutionContext, curated_completions: pl.DataFrame):
+    def kept_enough(context: dg.AssetCheckExecutionContext, curated_completions: pl.LazyFrame):
         quality = spec.quality_for(context.partition_key.keys_by_dimension["task"])
+        curated_completions = curated_completions.select("dropped_by").collect()
         kept = curated_completions.filter(pl.col("dropped_by").is_null()).height
         rate = kept / max(curated_completions.height, 1)
         top = curated_completions.group_by("dropped_by").len().drop_nulls().sort("len", descending=True)
@@ -152,9 +155,9 @@ def _no_eval_prompts_in_training() -> dg.AssetChecksDefinition:
         additional_ins={"eval_set": partitions_in()},
         description="Contamination guard: no eval prompt, after normalisation, is in the training set.",
     )
-    def no_eval_prompts_in_training(training_set: pl.DataFrame, eval_set: dict[str, pl.DataFrame]):
+    def no_eval_prompts_in_training(training_set: pl.LazyFrame, eval_set: dict[str, pl.DataFrame]):
         held = {normalise_text(p) for frame in eval_set.values() for p in frame["prompt"]}
-        leaked = [p for p in training_set["prompt"] if normalise_text(p) in held]
+        leaked = [p for p in training_set.select("prompt").collect()["prompt"] if normalise_text(p) in held]
         return dg.AssetCheckResult(
             passed=not leaked,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -7,7 +7,7 @@ from distill_assets.partitions import Partitions
 from distill_assets.routing import ROUTING_TABLE, Routing, decide_routing, dev_scores
 from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
-from resources.storage import ArtifactStore, partitions_in, read_frame
+from resources.storage import ArtifactStore, partitions_in, read_frame, scan_frame
 
 CURATED = "curated_completions"
 
@@ -29,15 +29,15 @@ def routed_inputs(spec: Spec) -> tuple[dict, list]:
     if routing.measured:
         return {ROUTING_TABLE: dg.AssetIn()}, [dg.AssetDep(CURATED, partition_mapping=dg.AllPartitionMapping())]
     mapping = dg.SpecificPartitionsPartitionMapping(routing.partition_keys())
-    return {CURATED: partitions_in(mapping)}, []
+    return {CURATED: partitions_in(mapping, lazy=True)}, []
 
 
-def routed_completions(spec: Spec, store: ArtifactStore, inputs: dict) -> tuple[Routing, dict[str, pl.DataFrame]]:
-    """The routing and its curated_completions partitions, from the inputs `routed_inputs` declared."""
+def routed_completions(spec: Spec, store: ArtifactStore, inputs: dict) -> tuple[Routing, dict[str, pl.LazyFrame]]:
+    """The routing and its curated_completions partitions as lazy scans, from the inputs `routed_inputs` declared."""
     if CURATED in inputs:
         return Routing.from_spec(spec), inputs[CURATED]
     routing = Routing.from_table(inputs[ROUTING_TABLE])
-    return routing, {key: read_frame(store.frame_path(CURATED, key)) for key in routing.partition_keys()}
+    return routing, {key: scan_frame(store.frame_path(CURATED, key)) for key in routing.partition_keys()}
 
 
 def build(spec: Spec, partitions: Partitions) -> list:

@@ -16,6 +16,8 @@ from distill_assets.versions import checkpoint_lineage, frame_version, teacher_v
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
+EXPORT_KEYS = {"jsonl": "chat_jsonl", "datasets": "datasets_dir", "logprobs": "logprobs_parquet"}  # metadata names
+
 
 def build(spec: Spec, partitions: Partitions) -> list:
     return [training_set_asset(spec), student_checkpoint_asset(spec, partitions)]
@@ -32,25 +34,25 @@ def training_set_asset(spec: Spec) -> dg.AssetsDefinition:
         group_name="training",
         kinds={"polars", "huggingface"},
     )
-    def training_set(context: dg.AssetExecutionContext, store: ArtifactStore, **inputs) -> dg.Output[pl.DataFrame]:
+    def training_set(context: dg.AssetExecutionContext, store: ArtifactStore, **inputs) -> dg.Output[pl.LazyFrame]:
+        """Lazily merged and streamed to its file by the IO manager: the top-k columns a chunk at a time."""
         routing, curated_completions = routed_completions(spec, store, inputs)
         merged = merge_routed({key: kept(frame) for key, frame in curated_completions.items()}, spec, routing)
         frame, dropped = dedup_across(merged, spec.quality)
-        exported = export(frame, store.path("exports"))
-        per_task = frame.group_by("task", "teacher").len().sort("task")
+        exported = export(frame, store.path("exports"), logprobs=spec.exports.logprobs)
+        per_task = frame.group_by("task", "teacher").len().sort("task").collect()
         context.add_output_metadata(
             {
-                "rows": frame.height,
+                "rows": int(per_task["len"].sum()),
                 **{f"dropped/{rule}": dropped.filter(pl.col("dropped_by") == rule).height for rule in ACROSS_RULES},
                 "per_task": dg.MetadataValue.md(markdown_table(per_task)),
-                "chat_jsonl": dg.MetadataValue.path(str(exported["jsonl"])),
-                "datasets_dir": dg.MetadataValue.path(str(exported["datasets"])),
+                **{EXPORT_KEYS[name]: dg.MetadataValue.path(str(path)) for name, path in exported.items()},
                 "teacher_versions": dg.MetadataValue.json(teacher_versions_in(frame)),
                 # Dagster's staleness does not notice a partition dropped from a mapping; the backfill reads this.
                 "routed_partitions": dg.MetadataValue.json(sorted(curated_completions)),
             }
         )
-        return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
+        return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))  # hashed a chunk at a time
 
     return training_set
 
@@ -68,12 +70,13 @@ def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         op_tags=gpu_op_tags(max(s.launcher.nproc_per_node for s in spec.students)),
     )
     def student_checkpoint(
-        context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.DataFrame
+        context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.LazyFrame
     ) -> dg.MaterializeResult:
         student = spec.student(context.partition_key)
         out_dir = store.checkpoint_dir(student.name, fetch=False)
         context.log.info(
-            f"training {student.name} ({student.method}) on {training_set.height} rows, {accelerator.describe()}"
+            f"training {student.name} ({student.method}) on {training_set.select(pl.len()).collect().item()} rows, "
+            f"{accelerator.describe()}"
         )
         if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
             result = train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
