@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from distill_assets.frames import write_parquet
 from distill_assets.spec import LauncherSpec, Spec, StudentSpec
 
 
@@ -48,7 +49,7 @@ def train_with_pipes(
     context: dg.AssetExecutionContext,
     student: StudentSpec,
     spec: Spec,
-    training_set: pl.DataFrame,
+    training_set: pl.DataFrame | pl.LazyFrame,
     out_dir: Path,
     device: str,
     client: dg.PipesSubprocessClient | None = None,
@@ -57,7 +58,7 @@ def train_with_pipes(
     with tempfile.TemporaryDirectory(prefix=f"distill-{student.name}-") as scratch:
         scratch_dir = Path(scratch)
         frame_path = scratch_dir / "training_set.parquet"
-        training_set.write_parquet(frame_path)
+        write_parquet(training_set, str(frame_path))
         spec_path = write_spec_json(spec, scratch_dir / "spec.json")
         command = launch_command(
             student.launcher,

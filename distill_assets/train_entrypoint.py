@@ -60,7 +60,7 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     spec = load_spec_json(args.spec)
     student = spec.student(args.student)
-    frame = pl.read_parquet(args.training_set)
+    frame = pl.scan_parquet(args.training_set)  # the top-k columns are read in chunks, when the method needs them
     device = _device(args.device)
 
     pipes = None

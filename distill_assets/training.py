@@ -25,6 +25,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from distill_assets.evaluation import PeakRss
+from distill_assets.frames import lazy, light
 from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
@@ -103,12 +104,18 @@ class TrainerContext:
     spec: Spec
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    training_set: pl.DataFrame
+    training_set: pl.DataFrame  # its text and lineage columns, in memory
     args: dict  # the TrainingArguments fields every method shares
     callbacks: list
     peft_config: LoraConfig | None
     routing: dict[str, str]  # task -> teacher whose completions the training set holds
     log: Log = print
+    # the whole training set, top-k log-probability columns included, lazily: read a chunk at a time
+    training_frame: pl.LazyFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.training_frame is None:
+            self.training_frame = self.training_set.lazy()
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
@@ -212,7 +219,7 @@ def _measured_train(trainer, callback: _LogCallback, device: torch.device) -> _R
 def train_student(
     student: StudentSpec,
     spec: Spec,
-    training_set: pl.DataFrame,
+    training_set: pl.DataFrame | pl.LazyFrame,
     out_dir: Path,
     device: torch.device,
     log: Log = print,
@@ -221,8 +228,10 @@ def train_student(
     """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
 
     With LoRA the adapters are merged into the weights before saving, so the checkpoint
-    loads with plain `from_pretrained` (and in vLLM) like any other.
+    loads with plain `from_pretrained` (and in vLLM) like any other. The training set's
+    top-k log-probabilities are never read whole: only a method that learns from them reads them, in chunks.
     """
+    training_frame, training_set = lazy(training_set), light(training_set)
     # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
     routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
     model, tokenizer = build_student_base(student, spec)
@@ -244,6 +253,7 @@ def train_student(
         peft_config=lora_config(student),
         routing=routing,
         log=log,
+        training_frame=training_frame,
     )
     trainer = method.build_trainer(context)
     adapted = lora_targets(trainer.model) if student.lora is not None else []

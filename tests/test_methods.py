@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from distill_assets.generation import generate_completions
 from distill_assets.methods import METHODS
-from distill_assets.methods.offline_logits import VocabularyMismatch, check_vocabulary, to_dataset
+from distill_assets.methods.offline_logits import VocabularyMismatch, align, check_vocabulary, to_dataset
 from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
 from distill_assets.methods.on_policy import check_same_vocabulary
 from distill_assets.partitions import teacher_task_key
@@ -20,6 +20,7 @@ from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
 from resources.transformers_backend import TransformersBackend
 from tests.conftest import shrunken_spec
+from tests.topk_frames import compact
 
 CPU = torch.device("cpu")
 
@@ -110,46 +111,100 @@ def training_frame(method_spec, tiny_teacher):
     for task, teacher in Routing.from_spec(method_spec).teachers.items():
         t = method_spec.task(task)
         prompts, _, _, _ = curate(t, method_spec.resolve_path(t.source), method_spec.resolve_path(t.eval_source))
-        frames[teacher_task_key(teacher, task)] = generate_completions(
-            backend, prompts, method_spec.teacher(teacher), t
-        )
+        generated = generate_completions(backend, prompts, method_spec.teacher(teacher), t)
+        frames[teacher_task_key(teacher, task)] = compact(generated)
     backend.close()
-    return merge_routed(frames, method_spec, Routing.from_spec(method_spec))
+    return merge_routed(frames, method_spec, Routing.from_spec(method_spec)).collect()
 
 
 def test_training_set_carries_top_logprobs(training_frame):
-    assert "top_logprobs" in training_frame.columns and training_frame["top_logprobs"].null_count() == 0
+    assert training_frame["topk_ids"].null_count() == training_frame["topk_logprobs"].null_count() == 0
+    assert training_frame["topk_tokens"].null_count() == training_frame.height  # ids, not strings, from local teachers
     row = training_frame.row(0, named=True)
-    assert len(row["top_logprobs"][0]) == 4 and {"token", "token_id", "logprob"} == set(row["top_logprobs"][0][0])
+    assert len(row["topk_ids"][0]) == len(row["topk_logprobs"][0]) == 4
+    assert training_frame.schema["topk_ids"] == pl.List(pl.List(pl.Int32))
+
+
+def batch_of(tokenizer, frame: pl.DataFrame, rows: list[int]) -> tuple[dict, list[int]]:
+    """The collator's batch for `rows` of the frame (tokenized as SFT does), and where each completion starts."""
+    dataset, store = to_dataset(frame)
+    examples, starts = [], []
+    for i in rows:
+        messages = frame["messages"][i].to_list()
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, return_dict=True)
+        full = list(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
+        starts.append(len(prompt["input_ids"]))
+        examples.append({**dataset[i], "input_ids": full, "labels": [-100] * starts[-1] + full[starts[-1] :]})
+    collator = TopKCollator(pad_token_id=tokenizer.pad_token_id, store=store, vocab_size=len(tokenizer))
+    return collator(examples), starts
 
 
 def test_collator_puts_teacher_steps_on_the_completion_tokens(method_spec, training_frame):
     _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
     row = training_frame.row(0, named=True)
-    prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, return_dict=True)
-    full = tokenizer.apply_chat_template(row["messages"], return_dict=True)
-    prompt, full = list(prompt["input_ids"]), list(full["input_ids"])
-    example = to_dataset(training_frame.head(1))[0]
-    labels = [-100] * len(prompt) + full[len(prompt) :]
-    batch = TopKCollator(pad_token_id=tokenizer.pad_token_id)([{**example, "input_ids": full, "labels": labels}])
-    first = len(prompt)
-    stored = [e["token_id"] for e in row["top_logprobs"][0]]
-    assert batch["teacher_token_ids"][0, first].tolist() == stored
+    batch, [first] = batch_of(tokenizer, training_frame, [0])
+    assert batch["teacher_token_ids"][0, first].tolist() == row["topk_ids"][0]
+    stored = torch.tensor(row["topk_logprobs"][0], dtype=torch.float16).float()
+    assert torch.equal(batch["teacher_logprobs"][0, first], stored)
     assert (batch["teacher_token_ids"][0, :first] == -1).all()
     # The greedy teacher's completion token is its top-1 at every step.
-    steps = len(row["top_logprobs"])
+    steps = len(row["topk_ids"])
+    full = batch["input_ids"][0].tolist()
     assert batch["teacher_token_ids"][0, first : first + steps, 0].tolist() == full[first : first + steps]
+
+
+def test_collator_places_each_rows_steps_in_a_padded_batch(method_spec, training_frame):
+    _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
+    rows = [5, 0, training_frame.height - 1]
+    batch, starts = batch_of(tokenizer, training_frame, rows)
+    for b, (i, first) in enumerate(zip(rows, starts)):
+        ids = training_frame["topk_ids"][i].to_list()
+        placed = batch["teacher_token_ids"][b, first : first + len(ids)].tolist()
+        assert placed == ids, i
+        after = batch["teacher_token_ids"][b, first + len(ids) :]
+        assert (after == -1).all() and torch.isinf(batch["teacher_logprobs"][b, first + len(ids) :]).all()
+
+
+def test_rows_that_tokenize_differently_train_on_ce_only(method_spec, training_frame):
+    _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
+    row1 = pl.int_range(pl.len()) == 1
+    frame = training_frame.with_columns(  # row 1 keeps only its first stored step: it no longer lines up
+        pl.when(row1).then(pl.col(c).list.head(1)).otherwise(c).alias(c) for c in ("topk_ids", "topk_logprobs")
+    )
+    dataset, store = to_dataset(frame)
+    logged = []
+    aligned = align(dataset, tokenizer, store, logged.append)
+    assert aligned["teacher_row"][:3] == [0, -1, 2] and "1 of" in logged[0]
+    collator = TopKCollator(pad_token_id=tokenizer.pad_token_id, store=store)
+    full = tokenizer.apply_chat_template(frame["messages"][1].to_list(), return_dict=True)["input_ids"]
+    batch = collator([{**aligned[1], "input_ids": full, "labels": full}])
+    assert (batch["teacher_token_ids"] == -1).all()
+    dataset, store = to_dataset(frame.with_columns(pl.col("topk_ids", "topk_logprobs").list.head(1)))
+    with pytest.raises(VocabularyMismatch, match="line up"):
+        align(dataset, tokenizer, store)
 
 
 def test_other_vocabulary_is_a_clear_error(training_frame, method_spec):
     _, tokenizer = build_student_base(method_spec.student("s_logits"), method_spec)
-    shifted = training_frame.with_columns(
-        pl.col("top_logprobs").list.eval(
-            pl.element().list.eval(pl.element().struct.with_fields(token_id=pl.element().struct.field("token_id") + 1))
-        )
-    )
+    check_vocabulary(training_frame, tokenizer, lambda _: tokenizer)  # the teacher's own tokenizer: the same ids
+
+    class Shifted:  # a teacher whose id i is the student's token i + 1
+        def convert_ids_to_tokens(self, ids):
+            return tokenizer.convert_ids_to_tokens([i + 1 for i in ids])
+
     with pytest.raises(VocabularyMismatch, match="student's"):
-        check_vocabulary(shifted, tokenizer)
+        check_vocabulary(training_frame, tokenizer, lambda _: Shifted())
+    # Token strings stored beside the ids (from a backend that gives both) are checked as they are.
+    tokens = training_frame["topk_ids"].to_list()
+    named = [[tokenizer.convert_ids_to_tokens(step) for step in row] for row in tokens]
+    with_tokens = training_frame.with_columns(topk_tokens=pl.Series(named, dtype=pl.List(pl.List(pl.String))))
+    check_vocabulary(with_tokens, tokenizer)
+    with pytest.raises(VocabularyMismatch, match="student's"):
+        check_vocabulary(with_tokens.with_columns(topk_ids=pl.col("topk_ids").list.eval(pl.element() + 1)), tokenizer)
+    with pytest.raises(ValueError, match="no token ids"):  # an openai teacher: strings only
+        check_vocabulary(with_tokens.with_columns(topk_ids=None), tokenizer)
+    with pytest.raises(ValueError, match="top_logprobs > 0"):
+        check_vocabulary(training_frame.drop("topk_ids", "topk_logprobs", "topk_tokens"), tokenizer)
     other = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     other.add_tokens(["<extra>"])
     with pytest.raises(ValueError, match="another vocabulary"):

@@ -7,12 +7,12 @@ default system prompt, and 49,152 tokens; the padded variant has 64 embedding ro
 import math
 import re
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distill_assets.generation import TOKEN_LOGPROB
 from distill_assets.methods import METHODS
 from distill_assets.methods.offline_logits import to_dataset
 from distill_assets.methods.on_policy import PADDED_LOGIT, match_teacher_head
@@ -30,6 +30,7 @@ from distill_assets.training import (
 from resources.backends import SamplingParams
 from resources.transformers_backend import TransformersBackend
 from tests.conftest import SMOLLM2_VOCAB
+from tests.topk_frames import TOPK_IDS, TOPK_LOGPROBS, TOPK_TOKENS
 
 CPU = torch.device("cpu")
 PROMPT, ANSWER = "Normalise the date: 3 March 2021", "2021-03-03"
@@ -51,22 +52,20 @@ def make_spec(student_model, teacher_model, steps=2, batch=2, lr=1e-2, max_lengt
     )
 
 
-def top_k(tokenizer, completion: str, last: int) -> list[list[dict]]:
-    """A teacher's top-4 at each completion token and its end token, as the transformers backend stores them.
+def top_k(tokenizer, completion: str, last: int) -> list[list[int]]:
+    """A teacher's top-4 ids at each completion token and its end token, as the transformers backend stores them.
 
     The token itself comes first, then two others and `last`, which may be a padded row's id
-    (past the tokenizer: no token string).
+    (past the tokenizer: no token).
     """
     steps = []
     for token in [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]:
-        ids = [token, *[t for t in (198, 216, 29) if t != token][:2], last]
-        tokens = tokenizer.convert_ids_to_tokens(ids)  # None for a padded row
-        steps.append([{"token": s, "token_id": t, "logprob": math.log(p)} for s, t, p in zip(tokens, ids, PROBS)])
+        steps.append([token, *[t for t in (198, 216, 29) if t != token][:2], last])
     return steps
 
 
 def training_frame(rows: list[tuple[str, str]], tokenizer=None, last_id: int = 260) -> pl.DataFrame:
-    """A training set as the training_set asset writes it; with a tokenizer, top_logprobs for offline_logits."""
+    """A training set as the training_set asset writes it; with a tokenizer, the top-k columns for offline_logits."""
     frame = pl.DataFrame(
         {
             "task": ["dates"] * len(rows),
@@ -80,8 +79,13 @@ def training_frame(rows: list[tuple[str, str]], tokenizer=None, last_id: int = 2
     )
     if tokenizer is None:
         return frame
-    steps = [top_k(tokenizer, c, last_id) for _, c in rows]
-    return frame.with_columns(top_logprobs=pl.Series(steps, dtype=pl.List(pl.List(TOKEN_LOGPROB))))
+    ids = [top_k(tokenizer, c, last_id) for _, c in rows]
+    logprobs = [[[math.log(p) for p in PROBS] for _ in row] for row in ids]
+    return frame.with_columns(
+        topk_ids=pl.Series(ids, dtype=TOPK_IDS),
+        topk_logprobs=pl.Series(logprobs, dtype=TOPK_LOGPROBS),
+        topk_tokens=pl.lit(None, TOPK_TOKENS),
+    )
 
 
 ROWS = [(PROMPT, ANSWER), ("Normalise the date: the fourteenth of July, nineteen ninety-nine", "1999-07-14")]
@@ -175,8 +179,11 @@ def test_offline_logits_ignore_padded_teacher_ids(student_rows, tiny_smollm2, ti
     student = tiny_smollm2 if student_rows == SMOLLM2_VOCAB else tiny_smollm2_padded
     tokenizer = AutoTokenizer.from_pretrained(student)
     frame = training_frame(ROWS, tokenizer, last_id=SMOLLM2_VOCAB + 40)
-    steps = to_dataset(frame, len(tokenizer))[0]["teacher_token_ids"]
-    assert all(len(ids) == 3 and max(ids) < SMOLLM2_VOCAB for ids in steps)  # of 4 entries, the padded one left out
+    dataset, store = to_dataset(frame)
+    ids, logprobs = store.steps(dataset[0]["teacher_row"], len(tokenizer))
+    kept = ids >= 0  # of 4 entries, the padded one left out
+    assert (kept.sum(axis=1) == 3).all() and ids.max() < SMOLLM2_VOCAB and (ids[:, 3] == -1).all()
+    assert np.isinf(logprobs[~kept]).all() and np.allclose(logprobs[:, :3], np.log(PROBS[:3]), atol=1e-3)
     spec = make_spec(student, tiny_smollm2_padded, steps=3, method="offline_logits")
     metrics = train_student(spec.student("student"), spec, frame, tmp_path / "out", CPU, log=lambda _: None)
     losses = [h["loss"] for h in metrics["loss_history"]]

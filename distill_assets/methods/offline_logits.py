@@ -1,19 +1,27 @@
 """Offline logit distillation: learn the teacher's top-k next-token distribution stored with its completions.
 
-The teacher is never loaded during training: its top-k (token_id, logprob) per generated
-token were stored with the synthetic data. The loss, collator and trainer live in
-`offline_logits_trainer.py` (torch and trl), imported only when a trainer is built, so
-the spec can import this file's settings cheaply.
+The teacher is never loaded during training: its top-k token ids and log-probabilities per
+generated token were stored with the synthetic data (`topk_ids`, `topk_logprobs`). They are
+copied, a chunk at a time, into an Arrow file that training memory-maps (`TopKStore`); each
+dataset row names its row there, and the collator reads its batch's rows as numpy arrays.
+The loss, collator and trainer live in `offline_logits_trainer.py` (torch and trl), imported
+only when a trainer is built, so the spec can import this file's settings cheaply.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
+from distill_assets.frames import Frame, lazy
 from distill_assets.methods.sft import sft_config, to_prompt_completion
+from distill_assets.methods.topk_store import TopKStore, write_topk_store
 from distill_assets.specbase import StrictModel
 
 if TYPE_CHECKING:
@@ -57,59 +65,87 @@ class VocabularyMismatch(ValueError):
     """The teacher's stored token ids do not mean the same tokens in the student's vocabulary."""
 
 
-def check_vocabulary(frame: pl.DataFrame, tokenizer, sample: int = 200) -> None:
-    """Fail clearly when the stored teacher tokens are not the student's: the ids would point at other tokens."""
-    if "top_logprobs" not in frame.columns or frame["top_logprobs"].null_count() == frame.height:
-        raise ValueError(
-            "training set: no top_logprobs column or all null; offline_logits needs the teachers' "
-            "generation.top_logprobs > 0 (regenerate the synthetic completions)"
-        )
-    missing = frame.filter(pl.col("top_logprobs").is_null())
-    if missing.height:
-        teachers = sorted(set(missing["teacher"]))
-        raise ValueError(f"training set: {missing.height} rows from {teachers} have no top_logprobs")
-    vocab, tokens = tokenizer.get_vocab(), len(tokenizer)
-    for row in frame.head(sample).iter_rows(named=True):
-        for step in row["top_logprobs"]:
-            for entry in step:
-                if entry["token_id"] is not None and entry["token_id"] >= tokens:
-                    continue  # a padded embedding row past the tokenizer: no token, dropped by to_dataset
-                if entry["token_id"] is None or vocab.get(entry["token"]) != entry["token_id"]:
-                    raise VocabularyMismatch(
-                        f"teacher {row['teacher']}: token {entry['token']!r} has id {entry['token_id']} in the "
-                        f"teacher's vocabulary but {vocab.get(entry['token'])} in the student's; offline_logits "
-                        "needs a student with the teacher's tokenizer (or use method: sft)"
-                    )
+NO_LOGPROBS = (
+    "training set: no top-k log-probabilities (topk_logprobs); offline_logits needs the teachers' "
+    "generation.top_logprobs > 0 (regenerate the synthetic completions)"
+)
 
 
-def to_dataset(frame: pl.DataFrame, tokens: int | None = None) -> datasets.Dataset:
-    """Prompt/completion rows plus each completion step's teacher top-k ids and log-probabilities.
+def _flat(series: pl.Series) -> pl.Series:
+    """A per-token list-of-lists column's entries, in order."""
+    return series.explode(empty_as_null=False, keep_nulls=False).explode(empty_as_null=False, keep_nulls=False)
 
-    With `tokens` (the student tokenizer's size), entries past it are left out: ids of padded
-    embedding rows, which no text tokenizes to, and which a student padded less (or not at
-    all) has no logit for. The KL term renormalises the teacher over the entries kept.
+
+def check_vocabulary(
+    frame: Frame, tokenizer, teacher_tokenizer: Callable[[str], Any] = lambda _: None, sample: int = 200
+) -> None:
+    """Fail clearly when the stored teacher tokens are not the student's: the ids would point at other tokens.
+
+    On the first `sample` rows, each stored id's token (the `topk_tokens` stored with it, else the
+    teacher's tokenizer's token for that id, `teacher_tokenizer(teacher name)`) must have the same
+    id in the student's vocabulary. Ids past the student's tokenizer are padded embedding rows,
+    left out by the store. A teacher whose tokenizer is unknown (None) is checked by `align` only.
     """
-    dataset = to_prompt_completion(frame)
-    steps = [
-        [[e for e in step if tokens is None or e["token_id"] < tokens] for step in row]
-        for row in frame["top_logprobs"].to_list()
-    ]
-    ids = [[[e["token_id"] for e in step] for step in row] for row in steps]
-    logprobs = [[[e["logprob"] for e in step] for step in row] for row in steps]
-    return dataset.add_column("teacher_token_ids", ids).add_column("teacher_logprobs", logprobs)
+    frame = lazy(frame)
+    columns = frame.collect_schema().names()
+    if "topk_logprobs" not in columns:
+        raise ValueError(NO_LOGPROBS)
+    rows = frame.head(sample).select("teacher", *[c for c in ("topk_ids", "topk_tokens") if c in columns]).collect()
+    vocab, size = tokenizer.get_vocab(), len(tokenizer)
+    for teacher in sorted(set(rows["teacher"])):
+        own = rows.filter(pl.col("teacher") == teacher)
+        if "topk_ids" not in columns or own["topk_ids"].null_count():
+            raise ValueError(
+                f"training set: teacher {teacher} stored no token ids with its log-probabilities (backend openai "
+                "returns token strings only); offline_logits needs a transformers or vllm teacher"
+            )
+        ids = _flat(own["topk_ids"]).to_numpy()
+        if "topk_tokens" in columns and own["topk_tokens"].null_count() == 0:
+            pairs = zip(_flat(own["topk_tokens"]).to_list(), ids.tolist())
+        elif (teacher_tokens := teacher_tokenizer(teacher)) is not None:
+            unique = np.unique(ids).tolist()
+            pairs = zip(teacher_tokens.convert_ids_to_tokens(unique), unique)
+        else:
+            continue
+        for token, token_id in pairs:
+            if token_id >= size or token is None:
+                continue  # a padded embedding row past the tokenizer: no token, left out of the store
+            if vocab.get(token) != token_id:
+                raise VocabularyMismatch(
+                    f"teacher {teacher}: token {token!r} has id {token_id} in the teacher's vocabulary but "
+                    f"{vocab.get(token)} in the student's; offline_logits needs a student with the teacher's "
+                    "tokenizer (or use method: sft)"
+                )
 
 
-def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
+def to_dataset(frame: Frame, store_dir: Path | None = None) -> tuple[datasets.Dataset, TopKStore]:
+    """Prompt/completion rows, each with `teacher_row` (its row in the store), and the memory-mapped top-k store.
+
+    The store is a file in `store_dir` (a temporary folder by default), unlinked once mapped: it
+    lives as long as the mapping. The text columns are read in memory; the top-k never are.
+    """
+    frame = lazy(frame)
+    if "topk_logprobs" not in frame.collect_schema():
+        raise ValueError(NO_LOGPROBS)
+    text = frame.select("messages").collect()
+    with tempfile.NamedTemporaryFile(dir=store_dir, prefix="topk-", suffix=".arrow") as file:
+        store = TopKStore(write_topk_store(frame, Path(file.name)))
+    dataset = to_prompt_completion(text).add_column("teacher_row", list(range(text.height)))
+    return dataset, store
+
+
+def align(dataset: datasets.Dataset, tokenizer, store: TopKStore, log=print) -> datasets.Dataset:
     """Keep the teacher steps of rows whose completion re-tokenizes to as many tokens as the teacher generated.
 
     The teacher generated one step per token, plus one for its end token when it stopped.
     A row whose completion the student's tokenizer splits differently (a non-canonical
-    tokenization) keeps its cross-entropy but loses its KL term; when most rows disagree the
-    vocabularies differ, and that is an error.
+    tokenization) keeps its cross-entropy but loses its KL term (`teacher_row` -1); when most
+    rows disagree the vocabularies differ, and that is an error.
     """
     texts = [row[0]["content"] for row in dataset["completion"]]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    ok = [len(steps) in (n, n + 1) for steps, n in zip(dataset["teacher_token_ids"], lengths)]
+    rows = dataset["teacher_row"]
+    ok = [steps in (n, n + 1) for steps, n in zip(store.num_steps(rows), lengths)]
     if ok and sum(ok) / len(ok) < 0.5:
         raise VocabularyMismatch(
             f"only {sum(ok)}/{len(ok)} completions have as many student tokens as the teacher generated: the "
@@ -117,26 +153,36 @@ def align(dataset: datasets.Dataset, tokenizer, log=print) -> datasets.Dataset:
         )
     if not all(ok):
         log(f"offline_logits: {len(ok) - sum(ok)} of {len(ok)} rows tokenize differently; they train on CE only")
-        keep = dict(enumerate(ok))
-        dataset = dataset.map(
-            lambda row, i: {} if keep[i] else {"teacher_token_ids": [], "teacher_logprobs": []}, with_indices=True
-        )
+        kept = [row if keep else -1 for row, keep in zip(rows, ok)]
+        dataset = dataset.remove_columns("teacher_row").add_column("teacher_row", kept)
     return dataset
+
+
+def teacher_tokenizer(spec) -> Callable[[str], Any]:
+    """teacher name -> its tokenizer, loaded from its local checkpoint (None when there is none)."""
+    from transformers import AutoTokenizer
+
+    def load(name: str):
+        path = Path(spec.model_path(spec.teacher(name).model))
+        return AutoTokenizer.from_pretrained(path) if path.is_dir() else None
+
+    return load
 
 
 def build_trainer(ctx) -> OfflineLogitsTrainer:
     from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer, TopKCollator
 
     settings = ctx.student.method_settings()
-    check_vocabulary(ctx.training_set, ctx.tokenizer)
-    dataset = align(to_dataset(ctx.training_set, len(ctx.tokenizer)), ctx.tokenizer, ctx.log)
+    check_vocabulary(ctx.training_frame, ctx.tokenizer, teacher_tokenizer(ctx.spec))
+    dataset, store = to_dataset(ctx.training_frame)
+    dataset = align(dataset, ctx.tokenizer, store, ctx.log)
     args = sft_config({**ctx.args, "remove_unused_columns": False}, ctx.tokenizer)
     return OfflineLogitsTrainer(
         model=ctx.model,
         args=args,
         train_dataset=dataset,
         processing_class=ctx.tokenizer,
-        data_collator=TopKCollator(pad_token_id=ctx.tokenizer.pad_token_id),
+        data_collator=TopKCollator(pad_token_id=ctx.tokenizer.pad_token_id, store=store, vocab_size=len(ctx.tokenizer)),
         callbacks=ctx.callbacks,
         peft_config=ctx.peft_config,
         alpha=settings.alpha,

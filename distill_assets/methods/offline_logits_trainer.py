@@ -1,19 +1,23 @@
 """The trainer behind method offline_logits (offline_logits.py builds it): top-k KL loss, collator, trainer.
 
 TRL has no trainer for precomputed teacher log-probabilities, so this is a small addition
-on top of SFTTrainer: a collator that lines the stored top-k (token_id, logprob) up with
-the completion tokens, and a loss that adds a KL term on the top-k mass to the
-cross-entropy.
+on top of SFTTrainer: a collator that lines the stored top-k (token ids, log-probabilities),
+read from the memory-mapped store, up with the completion tokens, and a loss that adds a KL
+term on the top-k mass to the cross-entropy.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from distill_assets.methods.topk_store import TopKStore
 
 IGNORE = -100
 
@@ -48,25 +52,38 @@ def offline_logits_loss(
     return (1 - alpha) * ce + alpha * kl, {"ce": ce.detach(), "kl": kl.detach()}
 
 
+@dataclass
 class TopKCollator(DataCollatorForLanguageModeling):
-    """Pads like SFT, then places teacher step t at the t-th completion token of each sequence."""
+    """Pads like SFT, then places teacher step t at the t-th completion token of each sequence.
+
+    Each example's `teacher_row` names its row in `store` (-1: no teacher steps, cross-entropy
+    only); entries with ids past `vocab_size` (padded embedding rows) are left out.
+    """
+
+    store: TopKStore | None = None
+    vocab_size: int | None = None
 
     def torch_call(self, examples: list[dict]) -> dict:
         batch = super().torch_call(examples)
         labels = batch["labels"]
-        k = max((len(s) for e in examples for s in e["teacher_token_ids"]), default=0) or 1
-        ids = torch.full((*labels.shape, k), -1, dtype=torch.long)
-        logprobs = torch.full((*labels.shape, k), -math.inf)
-        for b, example in enumerate(examples):
-            positions = (labels[b] != IGNORE).nonzero().flatten().tolist()
+        rows = [self._steps(e["teacher_row"]) for e in examples]
+        k = max((ids.shape[1] for ids, _ in rows), default=0) or 1
+        ids = np.full((*labels.shape, k), -1, dtype=np.int64)
+        logprobs = np.full((*labels.shape, k), -np.inf, dtype=np.float32)
+        for b, (row_ids, row_logprobs) in enumerate(rows):
+            positions = (labels[b] != IGNORE).nonzero().flatten().numpy()
             # The completion is the teacher's own tokens (and its end token): step t is completion token t.
             # A truncated completion gets the template's end token, for which the teacher has no step.
-            for t, pos in enumerate(positions[: len(example["teacher_token_ids"])]):
-                step_ids, step_lp = example["teacher_token_ids"][t], example["teacher_logprobs"][t]
-                ids[b, pos, : len(step_ids)] = torch.tensor(step_ids)
-                logprobs[b, pos, : len(step_lp)] = torch.tensor(step_lp)
-        batch["teacher_token_ids"], batch["teacher_logprobs"] = ids, logprobs
+            n = min(len(positions), len(row_ids))
+            ids[b, positions[:n], : row_ids.shape[1]] = row_ids[:n]
+            logprobs[b, positions[:n], : row_logprobs.shape[1]] = row_logprobs[:n]
+        batch["teacher_token_ids"], batch["teacher_logprobs"] = torch.from_numpy(ids), torch.from_numpy(logprobs)
         return batch
+
+    def _steps(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        if row < 0 or self.store is None:
+            return np.full((0, 0), -1, dtype=np.int64), np.full((0, 0), -np.inf, dtype=np.float32)
+        return self.store.steps(row, self.vocab_size)
 
 
 class OfflineLogitsTrainer(SFTTrainer):
