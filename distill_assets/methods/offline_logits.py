@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from distill_assets.frames import Frame, lazy
+from distill_assets.frames import TOPK_COLUMNS, Frame, lazy
 from distill_assets.methods.sft import sft_config, to_prompt_completion
 from distill_assets.methods.topk_store import TopKStore, write_topk_store
 from distill_assets.specbase import StrictModel
@@ -90,10 +90,15 @@ def check_vocabulary(
     columns = frame.collect_schema().names()
     if "topk_logprobs" not in columns:
         raise ValueError(NO_LOGPROBS)
-    rows = frame.head(sample).select("teacher", *[c for c in ("topk_ids", "topk_tokens") if c in columns]).collect()
+    rows = frame.head(sample).select("teacher", *[c for c in TOPK_COLUMNS if c in columns]).collect()
     vocab, size = tokenizer.get_vocab(), len(tokenizer)
     for teacher in sorted(set(rows["teacher"])):
         own = rows.filter(pl.col("teacher") == teacher)
+        if own["topk_logprobs"].null_count():
+            raise ValueError(
+                f"training set: teacher {teacher}'s rows have no top-k log-probabilities; set "
+                f"teachers.{teacher}.generation.top_logprobs > 0 and regenerate the synthetic completions"
+            )
         if "topk_ids" not in columns or own["topk_ids"].null_count():
             raise ValueError(
                 f"training set: teacher {teacher} stored no token ids with its log-probabilities (backend openai "
@@ -142,8 +147,10 @@ def align(dataset: datasets.Dataset, tokenizer, store: TopKStore, log=print) -> 
     tokenization) keeps its cross-entropy but loses its KL term (`teacher_row` -1); when most
     rows disagree the vocabularies differ, and that is an error.
     """
-    texts = [row[0]["content"] for row in dataset["completion"]]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    lengths = []
+    for batch in dataset.select_columns("completion").iter(batch_size=1024):  # not 100k token lists at once
+        texts = [completion[0]["content"] for completion in batch["completion"]]
+        lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     rows = dataset["teacher_row"]
     ok = [steps in (n, n + 1) for steps, n in zip(store.num_steps(rows), lengths)]
     if ok and sum(ok) / len(ok) < 0.5:
