@@ -25,8 +25,9 @@ import polars as pl
 from bench.common import stand_in_teacher
 from distill_assets.definitions import build_definitions
 from distill_assets.demo.shrunken import PROJECT_DIR, write_spec
+from distill_assets.frames import write_parquet
 from distill_assets.run import plan, quiet_progress_bars, run_pipeline
-from resources.storage import ArtifactStore
+from resources.storage import ArtifactStore, is_lazy_input, read_frame, scan_frame
 
 
 class PlainContext:
@@ -46,16 +47,16 @@ def _key(defs: dg.Definitions, partition: str | None, asset: dg.AssetKey):
     return partition
 
 
-def _load(store: ArtifactStore, graph, child: dg.AssetKey, partition: str | None, upstream: dg.AssetKey):
+def _load(store: ArtifactStore, graph, child: dg.AssetKey, partition: str | None, upstream: dg.AssetKey, read):
     """An input as the parquet IO manager would give it: one frame, or a dict keyed by partition."""
     name = upstream.to_user_string()
     if not graph.get(upstream).is_partitioned:
-        return pl.read_parquet(store.frame_path(name))
+        return read(store.frame_path(name))
     subset = graph.get_parent_partition_keys_for_child(partition, upstream, child).partitions_subset
     keys = list(subset.get_partition_keys())
     if partition is not None and len(keys) == 1:
-        return pl.read_parquet(store.frame_path(name, keys[0]))
-    return {k: pl.read_parquet(store.frame_path(name, k)) for k in keys}
+        return read(store.frame_path(name, keys[0]))
+    return {k: read(store.frame_path(name, k)) for k in keys}
 
 
 def _call(node, defs, store, graph, asset: dg.AssetKey, partition, log):
@@ -64,16 +65,18 @@ def _call(node, defs, store, graph, asset: dg.AssetKey, partition, log):
     resources = dict(defs.resources or {})
     kwargs = {}
     for input_name, upstream in node.keys_by_input_name.items():
-        if node.op.input_def_named(input_name).dagster_type.is_nothing:
+        input_def = node.op.input_def_named(input_name)
+        if input_def.dagster_type.is_nothing:
             continue  # a dependency without data (teacher_spec, student_checkpoint)
+        read = scan_frame if is_lazy_input(input_def.dagster_type, input_def.metadata) else read_frame
         if upstream == asset:  # a check reading the asset it guards
-            kwargs[input_name] = pl.read_parquet(store.frame_path(asset.to_user_string(), partition))
+            kwargs[input_name] = read(store.frame_path(asset.to_user_string(), partition))
         elif upstream not in graph.get(asset).parent_keys:  # a check's extra input: all its partitions
             name = upstream.to_user_string()
             parts = graph.get(upstream).partitions_def.get_partition_keys()
-            kwargs[input_name] = {k: pl.read_parquet(store.frame_path(name, k)) for k in parts}
+            kwargs[input_name] = {k: read(store.frame_path(name, k)) for k in parts}
         else:
-            kwargs[input_name] = _load(store, graph, asset, partition, upstream)
+            kwargs[input_name] = _load(store, graph, asset, partition, upstream, read)
     params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
     kwargs |= {name: resources[name] for name in params if name in resources}
     context = PlainContext(_key(defs, partition, asset), log)
@@ -95,14 +98,14 @@ def run_plain(defs: dg.Definitions, steps, store: ArtifactStore) -> None:
         node = by_key[keys[0]]
         for partition in partitions() if callable(partitions) else partitions:  # routed: known once routed
             result = _call(node, defs, store, graph, keys[0], partition, log)
-            single = isinstance(result, (pl.DataFrame, dg.Output, dg.MaterializeResult))
+            single = isinstance(result, (pl.DataFrame, pl.LazyFrame, dg.Output, dg.MaterializeResult))
             outputs = [result] if single else list(result)  # a multi-asset yields one Output per asset
             for out, key in zip(outputs, keys):
                 value = out.value if isinstance(out, dg.Output) else out
-                if isinstance(value, pl.DataFrame):
+                if isinstance(value, (pl.DataFrame, pl.LazyFrame)):
                     path = store.frame_path(key.to_user_string(), partition)
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    value.write_parquet(path)
+                    write_parquet(value, str(path))
             for key in keys:
                 for check in checks_by_asset.get(key, []):
                     checked = _call(check, defs, store, graph, key, partition, log)

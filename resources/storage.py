@@ -148,9 +148,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 
 def wants_lazy(context: dg.InputContext) -> bool:
-    """Whether the input is annotated `pl.LazyFrame` or `dict[str, pl.LazyFrame]`, or made with `lazy=True`."""
-    hint = context.dagster_type.typing_type if context.dagster_type else None
-    return bool(hint is pl.LazyFrame or pl.LazyFrame in typing.get_args(hint) or context.definition_metadata.get(LAZY))
+    return is_lazy_input(context.dagster_type, context.definition_metadata)
+
+
+def is_lazy_input(dagster_type: dg.DagsterType | None, metadata: dict | None) -> bool:
+    """Whether an input is annotated `pl.LazyFrame` or `dict[str, pl.LazyFrame]`, or made with `lazy=True`."""
+    hint = dagster_type.typing_type if dagster_type else None
+    return bool(hint is pl.LazyFrame or pl.LazyFrame in typing.get_args(hint) or (metadata or {}).get(LAZY))
 
 
 def read_frame(path: Path | UPath) -> pl.DataFrame:
