@@ -85,6 +85,7 @@ bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.replica_scaling
 	$(PY) -m bench.ddp_training
 	$(PY) -m bench.storage_per_token
+	$(PY) -m bench.scale --prompts 2000 20000 --top-logprobs 20
 	$(PY) -m bench.scaling_estimate
 	$(PY) -m bench.vllm_vs_transformers
 	$(PY) -m bench.llama_server
