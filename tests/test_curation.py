@@ -131,7 +131,7 @@ def test_duplicates_across_teachers():
     a = _frame(PROMPTS[:3], ["cba", "olleh", "zyx"])
     b = _frame(PROMPTS[:2], ["cba", "OLLEH "]).with_columns(teacher=pl.lit("teacher_a"), task=pl.lit("other"))
     kept, dropped = dedup_across(pl.concat([a, b]), QUALITY)
-    assert kept.height == 3 and dropped["dropped_by"].to_list() == ["exact_duplicate_across"] * 2
+    assert kept.collect().height == 3 and dropped["dropped_by"].to_list() == ["exact_duplicate_across"] * 2
 
 
 def test_completion_suite_fails_garbage_and_passes_good_data():
