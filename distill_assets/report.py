@@ -363,14 +363,13 @@ def assemble_report(
     training_set: pl.DataFrame,
     routing_table: pl.DataFrame,
     checkpoints: dict[str, Path],
-    checkpoints_dir: Path,
     out_dir: Path,
 ) -> tuple[dict, ReportFiles]:
     """The report from the evaluation assets' frames, written to `out_dir` with its figure.
 
     The evaluations are keyed by partition (student names for `student_evaluation`);
-    `checkpoints` maps each student to its local checkpoint folder (its training metrics),
-    and `checkpoints_dir` is where the checkpoints' lineage files sit.
+    `checkpoints` maps each student to its local checkpoint folder (its training metrics and
+    lineage file).
     """
     predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
     hardware = model_efficiency["hardware"][0]
@@ -385,7 +384,7 @@ def assemble_report(
         routing_table=routing_table.to_dicts(),
         training=training,
     )
-    report["lineage"] = report_lineage(checkpoints_dir, list(student_evaluation), training_set)
+    report["lineage"] = report_lineage({s: checkpoints[s] for s in student_evaluation}, training_set)
     report["pareto_front"] = pareto_front(quality_latency_points(report))
     plot = write_quality_latency_plot(report, out_dir / "quality_vs_latency.png")
     markdown, json_path = write_report(report, out_dir, image=plot.name)
