@@ -46,6 +46,7 @@ def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | 
                 "kept": in_training,
                 "dropped": {**stats["dropped"], "duplicate_across": stats["kept"] - in_training},
                 "verifier_pass_rate": stats["verifier_pass_rate"],
+                "judge_failed": stats["judge_failed"],  # kept unjudged: the judge request failed
                 "examples": stats["examples"],
             }
         )
@@ -327,6 +328,9 @@ def _data_markdown(data: list[dict]) -> list[str]:
     for d in data:
         cells = [d["teacher"], d["task"], str(d["generated"]), str(d["kept"]), *(str(d["dropped"][r]) for r in rules)]
         lines.append("| " + " | ".join([*cells, _fmt(d["verifier_pass_rate"], ".1%")]) + " |")
+    unjudged = [f"{d['teacher']}/{d['task']} {d['judge_failed']}" for d in data if d.get("judge_failed")]
+    if unjudged:
+        lines += ["", f"Kept unjudged, their judge request failed: {', '.join(unjudged)}."]
     examples = [(d["teacher"], d["task"], e) for d in data for e in d["examples"]]
     if examples:
         lines += ["", "Examples of dropped completions:", ""]
