@@ -29,7 +29,7 @@ from resources.backends import (
     Request,
     SamplingParams,
     TeacherBackend,
-    TokenLogprob,
+    TopK,
 )
 from resources.retry import PermanentError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
 
@@ -187,10 +187,8 @@ def parse_chat_completion(payload: dict) -> Completion:
     top = None
     content = (choice.get("logprobs") or {}).get("content")
     if content is not None:
-        top = tuple(
-            tuple(TokenLogprob(alt["token"], float(alt["logprob"])) for alt in step.get("top_logprobs", []))
-            for step in content
-        )
+        steps = [[(alt["token"], alt["logprob"]) for alt in step.get("top_logprobs", [])] for step in content]
+        top = parse_top_logprobs(steps)
     usage = payload.get("usage") or {}
     num_tokens = usage.get("completion_tokens")
     if num_tokens is None:
@@ -206,21 +204,34 @@ def parse_completion(payload: dict) -> Completion:
     logprobs = choice.get("logprobs") or {}
     steps = logprobs.get("top_logprobs")
     top = None
-    if steps is not None and logprobs.get("tokens") is not None:
-        steps = steps[: _tokens_of(text, logprobs["tokens"])]  # a stop string's token may be listed too
+    tokens = logprobs.get("tokens")
+    if steps is not None and tokens is not None and not all(map(_is_token_id, tokens)):
+        steps = steps[: _tokens_of(text, tokens)]  # a stop string's token may be listed too
     if steps is not None:
-        top = tuple(
-            tuple(
-                TokenLogprob(token, float(lp))
-                for token, lp in sorted((step or {}).items(), key=lambda item: item[1], reverse=True)
-            )
-            for step in steps
-        )
+        ranked = [sorted((step or {}).items(), key=lambda item: item[1], reverse=True) for step in steps]
+        top = parse_top_logprobs(ranked)
     usage = payload.get("usage") or {}
     num_tokens = usage.get("completion_tokens")
     if num_tokens is None:
         num_tokens = len(logprobs.get("tokens") or []) if logprobs else 0
     return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)
+
+
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's form of a token with `return_tokens_as_token_ids`
+
+
+def _is_token_id(token: str) -> bool:
+    return token.startswith(TOKEN_ID_PREFIX) and token[len(TOKEN_ID_PREFIX) :].isdigit()
+
+
+def parse_top_logprobs(steps: list[list[tuple[str, float]]]) -> TopK:
+    """Per token, its (token, logprob) alternatives as a TopK: with ids where the server sent them as
+    vLLM's `token_id:N` strings (`return_tokens_as_token_ids`), else with the token strings."""
+    logprobs = [[float(lp) for _, lp in step] for step in steps]
+    tokens = [[token for token, _ in step] for step in steps]
+    if tokens and all(_is_token_id(token) for step in tokens for token in step):
+        return TopK.from_steps(logprobs, ids=[[int(t[len(TOKEN_ID_PREFIX) :]) for t in step] for step in tokens])
+    return TopK.from_steps(logprobs, tokens=tokens)
 
 
 def _tokens_of(text: str, tokens: list[str]) -> int:

@@ -21,7 +21,7 @@ from resources.backends import (
     Request,
     SamplingParams,
     TeacherBackend,
-    TokenLogprob,
+    TopK,
     encode_prompt,
 )
 
@@ -102,12 +102,9 @@ class VLLMBackend(TeacherBackend):
         top = None
         if k and output.logprobs is not None:
             # vLLM returns the top-k and, when it is not among them, the sampled token: keep the k best.
-            top = tuple(
-                tuple(
-                    TokenLogprob(lp.decoded_token or self.tokenizer.decode([tid]), float(lp.logprob), int(tid))
-                    for tid, lp in sorted(step.items(), key=lambda item: -item[1].logprob)[:k]
-                )
-                for step in output.logprobs
+            steps = [sorted(step.items(), key=lambda item: -item[1].logprob)[:k] for step in output.logprobs]
+            top = TopK.from_steps(
+                [[lp.logprob for _, lp in step] for step in steps], ids=[[tid for tid, _ in step] for step in steps]
             )
         return Completion(
             text=output.text,
