@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "distill_assets.evaluation", "distill_assets.metrics", "distill_assets.report", "distill_assets.plots",
             "distill_assets.tables", "distill_assets.versions", "distill_assets.template_check",
             "resources", "resources.backends", "resources.cached_backend", "resources.generation_cache",
-            "resources.completion_codec",
+            "resources.completion_codec", "resources.cache_writer", "resources.postgres_cache",
             "resources.http_backend", "resources.retry", "resources.teachers", "resources.transformers_backend",
             "resources.vllm_backend", "resources.devices",
         ],
