@@ -6,6 +6,7 @@ DISTILL_TEST_POSTGRES_URL; without it the tests that need a server skip, as the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import uuid
 
 import pytest
 
-from resources.backends import Completion, SamplingParams, TokenLogprob
+from resources.backends import Completion, SamplingParams
 from resources.cached_backend import CachedBackend
+from resources.completion_codec import decode_completion
 from resources.generation_cache import CACHE_URL_ENV, open_generation_cache
 from resources.postgres_cache import PostgresGenerationCache, is_postgres_url, redact
 from tests.conftest import PROJECT_DIR
@@ -50,11 +52,17 @@ def test_urls_are_recognised_and_passwords_never_shown():
     assert "s3cret" not in str(raised.value) and "***" in str(raised.value)
 
 
+def completion_with_top_logprobs() -> Completion:
+    """A completion with top-2 log-probabilities, built from a row in the cache's first (JSON) format."""
+    top = [[{"token": "a", "logprob": -0.125, "token_id": 5}, {"token": "b", "logprob": -2.5, "token_id": 6}]]
+    row = {"text": "a", "num_tokens": 1, "finish_reason": "stop", "error": None, "top_logprobs": top}
+    return decode_completion(json.dumps(row))
+
+
 @needs_postgres
 def test_answers_round_trip_and_failures_are_not_stored(table):
     cache = PostgresGenerationCache(POSTGRES_URL, table=table, flush_interval_s=3600)
-    top = ((TokenLogprob("a", -0.1, 5), TokenLogprob("b", -2.5, 6)),)
-    answer = Completion("a", 1, "stop", top_logprobs=top)
+    answer = completion_with_top_logprobs()
     cache.put("k", "t", answer)
     cache.put("failed", "t", Completion.failed("vLLM aborted the request 6 times (finish_reason 'abort')"))
     assert cache.get_many(["k", "failed"]) == {"k": answer}  # still queued
