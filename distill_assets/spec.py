@@ -92,6 +92,13 @@ class JudgeSpec(StrictModel):
     rubric: str = DEFAULT_RUBRIC
     threshold: float = Field(7.0, ge=0, le=10, description="keep completions scored at least this (0 to 10)")
     max_new_tokens: int = Field(16, ge=1)
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of judge requests that may fail (after retries) with the step still succeeding; "
+        "their rows are kept unjudged and counted. Above it the step fails, and a rerun resends only those",
+    )
 
 
 class TaskSpec(StrictModel):
