@@ -81,6 +81,7 @@ teachers: setup  ## retrain the demo's tiny teachers (about 30 minutes on 2 core
 bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.batched_vs_loop
 	$(PY) -m bench.http_concurrency
+	$(PY) -m bench.cache_throughput
 	$(PY) -m bench.cache_rerun
 	$(PY) -m bench.replica_scaling
 	$(PY) -m bench.ddp_training

@@ -66,22 +66,23 @@ def top_k_problems(completions: list[Completion], k: int) -> list[str]:
     """Why the completions' top-k log-probabilities are unusable: absent, misaligned or not most likely first."""
     problems = []
     for i, c in enumerate(completions):
-        if not c.ok or not c.top_logprobs:
+        steps = c.top_logprobs.entries() if c.top_logprobs is not None else ()
+        if not c.ok or not steps:
             problems.append(f"completion {i}: {c.error or 'no top_logprobs'}")
-        elif len(c.top_logprobs) != c.num_tokens:
-            problems.append(f"completion {i}: {len(c.top_logprobs)} top-k lists for {c.num_tokens} tokens")
-        elif any(not 0 < len(step) <= k + 1 for step in c.top_logprobs):  # llama.cpp appends the chosen token
-            problems.append(f"completion {i}: a top-k list of {sorted({len(s) for s in c.top_logprobs})} entries")
-        elif any(
-            [t.logprob for t in step] != sorted((t.logprob for t in step), reverse=True) for step in c.top_logprobs
-        ):
+        elif len(steps) != c.num_tokens:
+            problems.append(f"completion {i}: {len(steps)} top-k lists for {c.num_tokens} tokens")
+        elif any(not 0 < len(step) <= k + 1 for step in steps):  # llama.cpp appends the chosen token
+            problems.append(f"completion {i}: a top-k list of {sorted({len(s) for s in steps})} entries")
+        elif any([t.logprob for t in step] != sorted((t.logprob for t in step), reverse=True) for step in steps):
             problems.append(f"completion {i}: a top-k list not most likely first")
     return problems
 
 
 def top1_is_text(completions: list[Completion]) -> float:
     """The fraction of completions whose text is the concatenation of each step's most likely token."""
-    same = sum("".join(step[0].token for step in c.top_logprobs) == c.text for c in completions if c.top_logprobs)
+    same = sum(
+        "".join(step[0].token for step in c.top_logprobs.entries()) == c.text for c in completions if c.top_logprobs
+    )
     return same / len(completions)
 
 

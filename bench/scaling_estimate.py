@@ -32,9 +32,9 @@ EVAL_PROMPTS = 1500  # held-out prompts scored per model (3 tasks x 500)
 # This project's measured figures (bench/README.md).
 REPLICA_EFFICIENCY_8 = 7.61 / 8  # bench/replica_scaling.py: 8 replicas gave 7.61x one
 CACHE_BYTES_PER_TOKEN = 5.7  # bench/storage_per_token.py, SQLite cache, text only
-CACHE_BYTES_PER_TOKEN_TOP20 = 1393.7  # ... with top-20 log-probs per token (JSON in SQLite)
-PARQUET_BYTES_PER_TOKEN = 1.3  # ... the frame, text only (synthetic text compresses well: a lower bound)
-PARQUET_BYTES_PER_TOKEN_TOP20 = 245.4  # ... the frame with top-20 log-probs
+CACHE_BYTES_PER_TOKEN_TOP20 = 112.4  # ... with top-20 log-probs per token (int32 ids in 3 bytes, float16)
+PARQUET_BYTES_PER_TOKEN = 1.6  # ... the frame, text only (synthetic text compresses well: a lower bound)
+PARQUET_BYTES_PER_TOKEN_TOP20 = 89.7  # ... the frame with top-20 log-probs (random ids: an upper bound)
 # bench/http_concurrency.py's "client CPU per request" at concurrency 32: 0.19-0.22 ms on the 2-core VM
 CLIENT_CPU_MS_PER_REQUEST = 0.2
 

@@ -80,11 +80,25 @@ def judge_messages(rubric: str, prompt: str, completion: str) -> list[dict[str, 
     ]
 
 
-def judge_scores(backend: TeacherBackend, prompts: Sequence[str], completions: Sequence[str], judge: JudgeSpec):
-    """(score or None, the judge's raw reply) per completion."""
+class JudgeVerdict(NamedTuple):
+    """The judge on one completion: its score (None when the reply holds none), or why the request failed."""
+
+    score: float | None
+    reply: str
+    error: str | None = None  # the request failed after its retries: no verdict at all, not a missing score
+
+
+class JudgeFailed(RuntimeError):
+    """More judge requests failed than the task's `judge.max_failed_fraction` allows."""
+
+
+def judge_scores(
+    backend: TeacherBackend, prompts: Sequence[str], completions: Sequence[str], judge: JudgeSpec
+) -> list[JudgeVerdict]:
+    """The judge's verdict per completion; a failed request is a verdict with its error, not a reply."""
     chats = [judge_messages(judge.rubric, p, c) for p, c in zip(prompts, completions)]
     replies = backend.generate(chats, SamplingParams(max_new_tokens=judge.max_new_tokens, temperature=0.0))
-    return [(parse_score(r.text), r.text) for r in replies]
+    return [JudgeVerdict(parse_score(r.text), r.text) if r.ok else JudgeVerdict(None, "", r.error) for r in replies]
 
 
 # Duplicates: exact, and near (MinHash over word shingles) --------------------------------
@@ -189,7 +203,7 @@ def duplicates(
 
 # The curation pass ------------------------------------------------------------------------
 
-Judge = Callable[[Sequence[str], Sequence[str]], list[tuple[float | None, str]]]
+Judge = Callable[[Sequence[str], Sequence[str]], list[JudgeVerdict]]
 
 
 def _text_rules(
@@ -213,16 +227,40 @@ def _text_rules(
     return out
 
 
+def _apply_judge(
+    judge: Judge,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    todo: Sequence[int],
+    threshold: float,
+    drop: Callable[[int, str, str], None],
+) -> tuple[list[float | None], list[str | None]]:
+    """Judge the rows `todo`, dropping those under `threshold` or without a score; (scores, errors) per row."""
+    scores: list[float | None] = [None] * len(prompts)
+    errors: list[str | None] = [None] * len(prompts)
+    for i, verdict in zip(todo, judge([prompts[i] for i in todo], [completions[i] for i in todo])):
+        scores[i], errors[i] = verdict.score, verdict.error
+        if verdict.error is None and verdict.score is None:
+            drop(i, "judge", f"no score in the judge's reply {verdict.reply[:60]!r}")
+        elif verdict.score is not None and verdict.score < threshold:
+            drop(i, "judge", f"judge score {verdict.score:g} < {threshold:g}")
+    return scores, errors
+
+
 def curate_completions(
     frame: pl.DataFrame,
     quality: QualitySpec,
     verifier: Verifier | None = None,
     judge: Judge | None = None,
     judge_threshold: float = 7.0,
+    judge_max_failed: float = 0.0,
 ) -> pl.DataFrame:
-    """The partition's rows with `verified`, `judge_score`, `dropped_by` and `why` added.
+    """The partition's rows with `verified`, `judge_score`, `judge_error`, `dropped_by` and `why` added.
 
-    With `quality.curate` false, every row is kept (the columns are still filled in).
+    A row whose judge request failed (after its retries) is kept unjudged, with the reason in
+    `judge_error`: a failure says nothing of the completion. More failures than the share
+    `judge_max_failed` of the rows asked raise `JudgeFailed`. With `quality.curate` false,
+    every row is kept (the columns are still filled in).
     """
     n = frame.height
     completions = [c or "" for c in frame["completion"]]
@@ -247,14 +285,11 @@ def curate_completions(
                 drop(i, "verifier", "the verifier rejected it")
 
     scores: list[float | None] = [None] * n
+    judge_errors: list[str | None] = [None] * n
     if judge is not None:
         todo = [i for i in range(n) if dropped[i] is None]
-        for i, (score, reply) in zip(todo, judge([prompts[i] for i in todo], [completions[i] for i in todo])):
-            scores[i] = score
-            if score is None:
-                drop(i, "judge", f"no score in the judge's reply {reply[:60]!r}")
-            elif score < judge_threshold:
-                drop(i, "judge", f"judge score {score:g} < {judge_threshold:g}")
+        scores, judge_errors = _apply_judge(judge, prompts, completions, todo, judge_threshold, drop)
+        check_judge_failures(judge_errors, len(todo), judge_max_failed)
 
     for i, (kind, j, similarity) in duplicates(prompts, completions, quality, [d is None for d in dropped]).items():
         if kind == "exact":
@@ -267,9 +302,22 @@ def curate_completions(
     return frame.with_columns(
         verified=pl.Series(verified, dtype=pl.Boolean),
         judge_score=pl.Series(scores, dtype=pl.Float64),
+        judge_error=pl.Series(judge_errors, dtype=pl.String),
         dropped_by=pl.Series(dropped, dtype=pl.String),
         why=pl.Series(why, dtype=pl.String),
     )
+
+
+def check_judge_failures(errors: Sequence[str | None], asked: int, max_failed: float) -> None:
+    """Raise `JudgeFailed` when more than the share `max_failed` of the `asked` judge requests failed."""
+    failed = [e for e in errors if e is not None]
+    if failed and len(failed) > max_failed * asked:
+        raise JudgeFailed(
+            f"{len(failed)} of {asked} judge requests failed after their retries (first: {failed[0]!r}), more "
+            f"than judge.max_failed_fraction={max_failed:g} allows. Rerun to send only these again (answered "
+            "ones come from the generation cache), or raise the task's judge.max_failed_fraction to keep "
+            "such rows unjudged."
+        )
 
 
 def curate_partition(
@@ -279,6 +327,7 @@ def curate_partition(
     verifier: Verifier | None = None,
     judge: Judge | None = None,
     judge_threshold: float = 7.0,
+    judge_max_failed: float = 0.0,
 ) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(A partition's rows, top-k columns included, with `reference` and curation's columns added, lazily;
     the same without the top-k columns, in memory, for counts and examples).
@@ -294,7 +343,7 @@ def curate_partition(
         if joined.height != rows.height:  # the top-k columns are placed beside the rows by position
             raise ValueError("curation: a prompt_id has several references; curated_inputs must have unique ids")
         rows = joined
-    curated = curate_completions(rows, quality, verifier, judge, judge_threshold)
+    curated = curate_completions(rows, quality, verifier, judge, judge_threshold, judge_max_failed)
     added = [c for c in curated.columns if c not in lazy(completions).collect_schema()]
     return beside(completions, curated.select(added)), curated
 
@@ -327,7 +376,7 @@ def kept(curated: Frame) -> Frame:
 
 
 def summary(curated: pl.DataFrame, examples: int = 3) -> dict:
-    """generated, kept, dropped per rule, and a few dropped examples per rule."""
+    """generated, kept, dropped per rule, rows the judge could not judge, and a few dropped examples per rule."""
     counts = {rule: 0 for rule in RULES}
     for rule, count in curated.group_by("dropped_by").len().iter_rows():
         if rule is not None:
@@ -339,10 +388,12 @@ def summary(curated: pl.DataFrame, examples: int = 3) -> dict:
         for r in dropped.filter(pl.col("dropped_by") == rule).head(examples).iter_rows(named=True)
     ]
     verified = curated["verified"].drop_nulls() if "verified" in curated.columns else pl.Series([], dtype=pl.Boolean)
+    judge_failed = curated["judge_error"].is_not_null().sum() if "judge_error" in curated.columns else 0
     return {
         "generated": curated.height,
         "kept": curated.height - dropped.height,
         "dropped": counts,
+        "judge_failed": int(judge_failed),  # kept unjudged: the judge request failed
         "verifier_pass_rate": round(float(verified.mean()), 4) if verified.len() else None,
         "examples": shown,
     }

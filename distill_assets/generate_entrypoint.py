@@ -10,12 +10,14 @@ frame to --out and reports the figures to Dagster through Pipes.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
+import polars as pl
 from dagster_pipes import open_dagster_pipes
 from upath import UPath
 
-from distill_assets.generation import generate_completions, prompt_mode
+from distill_assets.generation import prompt_mode, summed, write_completions
 from distill_assets.spec import default_spec_path, is_url, load_spec
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore, read_frame
@@ -35,22 +37,30 @@ def main() -> None:
     with open_dagster_pipes() as pipes:
         inputs = read_frame(store.frame_path("curated_inputs", task.name))
         pipes.log.info(f"{teacher.name} ({teacher.backend}) on {task.name}: {inputs.height} prompts")
+        remote = is_url(args.out)
+        written = store.path("staging", "pipes", Path(args.out).name) if remote else Path(args.out)
+        chunk_stats: list[dict] = []  # the cached backend counts per call, and each chunk is one call
         with cached_teacher(teacher, spec, Accelerator(), store.generation_cache_path()) as backend:
-            frame = generate_completions(backend, inputs, teacher, task, mode=prompt_mode(teacher, spec))
-        out = UPath(args.out) if is_url(args.out) else Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("wb") as f:
-            frame.write_parquet(f)
+            write_completions(
+                backend, inputs, teacher, task, written, mode=prompt_mode(teacher, spec),
+                on_chunk=lambda _: chunk_stats.append(backend.stats.metadata()),
+            )  # fmt: skip
+        if remote:
+            with written.open("rb") as source, UPath(args.out).open("wb") as target:
+                shutil.copyfileobj(source, target)
+        counts = pl.scan_parquet(written).select(pl.len(), pl.col("num_tokens").sum()).collect().row(0)
         pipes.report_asset_materialization(
             metadata={
                 "teacher_version": teacher.version(),
                 "backend": teacher.backend,
-                "completions": frame.height,
-                **backend.stats.metadata(),
-                "generated_tokens": int(frame["num_tokens"].sum()),
+                "completions": counts[0],
+                **summed(chunk_stats),
+                "generated_tokens": int(counts[1] or 0),
                 "generated_in": "pipes",
             }
         )
+        if remote:
+            written.unlink()
 
 
 if __name__ == "__main__":

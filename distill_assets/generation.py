@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from distill_assets.spec import Spec, TaskSpec, TeacherSpec
-from resources.backends import Completion, Messages, Progress, Prompt, Request, SamplingParams, TeacherBackend
+from resources.backends import Messages, Progress, Prompt, Request, SamplingParams, TeacherBackend, TopK
 
-TOKEN_LOGPROB = pl.Struct({"token": pl.String, "token_id": pl.Int64, "logprob": pl.Float64})
+CHUNK_ROWS = 4096  # completions per backend call and per Parquet row group: what generation holds in memory
 
 COMPLETION_SCHEMA = {
     "task": pl.String,
@@ -23,8 +27,12 @@ COMPLETION_SCHEMA = {
     "num_tokens": pl.Int64,
     "finish_reason": pl.String,
     "error": pl.String,  # null when the teacher answered; the reason when it failed after its retries
-    # per generated token, the teacher's top-k alternatives; null unless generation.top_logprobs > 0
-    "top_logprobs": pl.List(pl.List(TOKEN_LOGPROB)),
+    # Per generated token, the teacher's top-k alternatives, most likely first (generation.top_logprobs > 0;
+    # null otherwise and for failed requests): their token ids (null where the backend gives none, as an
+    # OpenAI-compatible endpoint does), their log-probabilities, and their strings only where there are no ids.
+    "topk_ids": pl.List(pl.List(pl.Int32)),
+    "topk_logprobs": pl.List(pl.List(pl.Float16)),
+    "topk_tokens": pl.List(pl.List(pl.String)),
     "teacher": pl.String,
     "teacher_version": pl.String,
 }
@@ -93,13 +101,73 @@ def teacher_identity(teacher: TeacherSpec, spec: Spec | None = None) -> str:
     return identity
 
 
-def _logprob_rows(completion: Completion) -> list[list[dict]] | None:
-    if completion.top_logprobs is None:
-        return None
-    return [
-        [{"token": t.token, "token_id": t.token_id, "logprob": t.logprob} for t in step]
-        for step in completion.top_logprobs
-    ]
+def _nested(rows: Sequence[TopK | None], values: Callable[[list[TopK]], pa.Array]) -> pl.Series:
+    """A list<list<...>> column: per row, per generated token, its present alternatives; null where rows has None."""
+    kept = [top for top in rows if top is not None]
+    per_step = np.concatenate([top.present.sum(axis=1) for top in kept]) if kept else np.zeros(0, np.int64)
+    step_offsets = np.concatenate([[0], np.cumsum(per_step)]).astype(np.int64)
+    row_offsets = np.concatenate([[0], np.cumsum([len(top) if top is not None else 0 for top in rows])])
+    steps = pa.LargeListArray.from_arrays(pa.array(step_offsets), values(kept))
+    mask = pa.array([top is None for top in rows], pa.bool_())
+    return pl.Series(pa.LargeListArray.from_arrays(pa.array(row_offsets.astype(np.int64)), steps, mask=mask))
+
+
+def _flat(kept: list[TopK], field: str, dtype: np.dtype) -> pa.Array:
+    arrays = [getattr(top, field)[top.present] for top in kept]
+    return pa.array(np.concatenate(arrays) if arrays else np.zeros(0, dtype))
+
+
+def topk_columns(tops: Sequence[TopK | None]) -> dict[str, pl.Series]:
+    """The frame's topk_ids, topk_logprobs and topk_tokens for completions' `top_logprobs`, from their arrays."""
+    with_ids = [top if top is not None and top.has_ids else None for top in tops]
+    with_tokens = [top if top is not None and not top.has_ids else None for top in tops]
+    columns = {
+        "topk_ids": _nested(with_ids, lambda kept: _flat(kept, "ids", np.int32)),
+        "topk_logprobs": _nested(tops, lambda kept: _flat(kept, "logprobs", np.float16)),
+        "topk_tokens": _nested(
+            with_tokens,
+            lambda kept: pa.array([s for top in kept for step in top.tokens for s in step], pa.large_string()),
+        ),
+    }
+    return {name: column.cast(COMPLETION_SCHEMA[name]).alias(name) for name, column in columns.items()}
+
+
+def completion_chunks(
+    backend: TeacherBackend,
+    prompts: pl.DataFrame,
+    teacher: TeacherSpec,
+    task: TaskSpec,
+    mode: str = "chat",
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Progress | None = None,
+) -> Iterator[pl.DataFrame]:
+    """The completions frame in order, `chunk_rows` rows at a time: one backend call per chunk, so memory
+    holds one chunk's completions, never the partition's. n rows per prompt, failed requests kept with
+    their reason; `mode` is the teacher's `prompt_mode`: chat messages, or its prompt_template as raw text.
+    """
+    params = sampling_params(teacher, task)
+    total = prompts.height * params.n
+    for start in range(0, total, chunk_rows):
+        index = [r // params.n for r in range(start, min(start + chunk_rows, total))]
+        samples = [r % params.n for r in range(start, start + len(index))]
+        chunk = prompts.select("task", "prompt_id", "prompt")[index]
+        requests = [Request(teacher_prompt(teacher, task, p, mode), s) for p, s in zip(chunk["prompt"], samples)]
+        done = (lambda d, _t, start=start: progress(start + d, total)) if progress else None
+        completions = backend.complete(requests, params, done)
+        yield pl.DataFrame(
+            {
+                **chunk.to_dict(),
+                "sample_index": samples,
+                "completion": [c.text for c in completions],
+                "num_tokens": [c.num_tokens for c in completions],
+                "finish_reason": [c.finish_reason for c in completions],
+                "error": [c.error for c in completions],
+                **topk_columns([c.top_logprobs for c in completions]),
+                "teacher": teacher.name,
+                "teacher_version": teacher.version(),
+            },
+            schema=COMPLETION_SCHEMA,
+        )
 
 
 def generate_completions(
@@ -110,28 +178,39 @@ def generate_completions(
     progress: Progress | None = None,
     mode: str = "chat",
 ) -> pl.DataFrame:
-    """n completions per prompt (failed ones included, with their reason), with the lineage columns.
+    """All the completions as one frame, from one backend call: for small partitions (`write_completions`
+    streams large ones to a file)."""
+    rows = max(prompts.height * sampling_params(teacher, task).n, 1)
+    chunks = list(completion_chunks(backend, prompts, teacher, task, mode, rows, progress))
+    return pl.concat(chunks) if chunks else pl.DataFrame(schema=COMPLETION_SCHEMA)
 
-    `mode` is the teacher's `prompt_mode`: chat messages, or its prompt_template as raw text.
+
+def summed(chunks: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Counts kept per chunk (a cached backend's, one call per chunk) added up key by key."""
+    return {key: sum(chunk[key] for chunk in chunks) for key in chunks[0]} if chunks else {}
+
+
+def write_completions(
+    backend: TeacherBackend,
+    prompts: pl.DataFrame,
+    teacher: TeacherSpec,
+    task: TaskSpec,
+    path: Path,
+    mode: str = "chat",
+    chunk_rows: int = CHUNK_ROWS,
+    on_chunk: Callable[[pl.DataFrame], None] | None = None,
+) -> Path:
+    """The completions streamed to a Parquet file, one row group per chunk of `chunk_rows`; returns its path.
+
+    The file appears at `path` only once it is whole. `on_chunk` sees each chunk after it is written.
     """
-    params = sampling_params(teacher, task)
-    rows = [(i, s) for i in range(prompts.height) for s in range(params.n)]
-    asked = [teacher_prompt(teacher, task, p, mode) for p in prompts["prompt"]]
-    completions = backend.complete([Request(asked[i], s) for i, s in rows], params, progress)
-    index = [i for i, _ in rows]
-    return pl.DataFrame(
-        {
-            "task": prompts["task"].gather(index),
-            "prompt_id": prompts["prompt_id"].gather(index),
-            "prompt": prompts["prompt"].gather(index),
-            "sample_index": [s for _, s in rows],
-            "completion": [c.text for c in completions],
-            "num_tokens": [c.num_tokens for c in completions],
-            "finish_reason": [c.finish_reason for c in completions],
-            "error": [c.error for c in completions],
-            "top_logprobs": [_logprob_rows(c) for c in completions],
-            "teacher": teacher.name,
-            "teacher_version": teacher.version(),
-        },
-        schema=COMPLETION_SCHEMA,
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    schema = pl.DataFrame(schema=COMPLETION_SCHEMA).to_arrow().schema
+    with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+        for chunk in completion_chunks(backend, prompts, teacher, task, mode, chunk_rows):
+            writer.write_table(chunk.to_arrow(), row_group_size=max(chunk.height, 1))
+            if on_chunk:
+                on_chunk(chunk)
+    partial.replace(path)
+    return path

@@ -361,12 +361,21 @@ def normalise_text(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip().casefold()
 
 
+def split_rank(prompt_id: str) -> str:
+    """Where a prompt falls in the held-out order: the sha256 of its id, the same in every library version."""
+    return hashlib.sha256(prompt_id.encode()).hexdigest()
+
+
 def split_eval(frame: pl.DataFrame, eval_size: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Hold out `eval_size` prompts chosen by id hash, so the split is stable across runs."""
+    """Hold out the `eval_size` prompts whose ids rank first by `split_rank`: a pure function of the ids.
+
+    Polars' own hash is not used: its values may change between polars versions, and with them
+    which prompts are held out.
+    """
     if eval_size >= frame.height:
         raise InputError(f"eval_size {eval_size} leaves no training prompts out of {frame.height}")
-    ranked = frame.with_columns(_rank=pl.col("prompt_id").hash(seed=0)).sort("_rank")
-    held = ranked.head(eval_size).drop("_rank")
+    ranks = pl.Series("_rank", [split_rank(p) for p in frame["prompt_id"]], dtype=pl.String)
+    held = frame.with_columns(ranks).sort("_rank", "prompt_id").head(eval_size).drop("_rank")
     return frame.filter(~pl.col("prompt_id").is_in(held["prompt_id"].implode())), held
 
 

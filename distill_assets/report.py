@@ -50,6 +50,7 @@ def data_section(curated: dict[str, pl.DataFrame], training_set: pl.DataFrame | 
                 "kept": in_training,
                 "dropped": {**stats["dropped"], "duplicate_across": stats["kept"] - in_training},
                 "verifier_pass_rate": stats["verifier_pass_rate"],
+                "judge_failed": stats["judge_failed"],  # kept unjudged: the judge request failed
                 "examples": stats["examples"],
             }
         )
@@ -331,6 +332,9 @@ def _data_markdown(data: list[dict]) -> list[str]:
     for d in data:
         cells = [d["teacher"], d["task"], str(d["generated"]), str(d["kept"]), *(str(d["dropped"][r]) for r in rules)]
         lines.append("| " + " | ".join([*cells, _fmt(d["verifier_pass_rate"], ".1%")]) + " |")
+    unjudged = [f"{d['teacher']}/{d['task']} {d['judge_failed']}" for d in data if d.get("judge_failed")]
+    if unjudged:
+        lines += ["", f"Kept unjudged, their judge request failed: {', '.join(unjudged)}."]
     examples = [(d["teacher"], d["task"], e) for d in data for e in d["examples"]]
     if examples:
         lines += ["", "Examples of dropped completions:", ""]
@@ -367,14 +371,13 @@ def assemble_report(
     training_set: pl.DataFrame | pl.LazyFrame,
     routing_table: pl.DataFrame,
     checkpoints: dict[str, Path],
-    checkpoints_dir: Path,
     out_dir: Path,
 ) -> tuple[dict, ReportFiles]:
     """The report from the evaluation assets' frames, written to `out_dir` with its figure.
 
     The evaluations are keyed by partition (student names for `student_evaluation`);
-    `checkpoints` maps each student to its local checkpoint folder (its training metrics),
-    and `checkpoints_dir` is where the checkpoints' lineage files sit.
+    `checkpoints` maps each student to its local checkpoint folder (its training metrics and
+    lineage file).
     """
     predictions = pl.concat([*teacher_evaluation.values(), *student_evaluation.values()])
     hardware = model_efficiency["hardware"][0]
@@ -389,7 +392,7 @@ def assemble_report(
         routing_table=routing_table.to_dicts(),
         training=training,
     )
-    report["lineage"] = report_lineage(checkpoints_dir, list(student_evaluation), training_set)
+    report["lineage"] = report_lineage({s: checkpoints[s] for s in student_evaluation}, training_set)
     report["pareto_front"] = pareto_front(quality_latency_points(report))
     plot = write_quality_latency_plot(report, out_dir / "quality_vs_latency.png")
     markdown, json_path = write_report(report, out_dir, image=plot.name)

@@ -92,6 +92,13 @@ class JudgeSpec(StrictModel):
     rubric: str = DEFAULT_RUBRIC
     threshold: float = Field(7.0, ge=0, le=10, description="keep completions scored at least this (0 to 10)")
     max_new_tokens: int = Field(16, ge=1)
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of judge requests that may fail (after retries) with the step still succeeding; "
+        "their rows are kept unjudged and counted. Above it the step fails, and a rerun resends only those",
+    )
 
 
 class TaskSpec(StrictModel):
@@ -261,9 +268,19 @@ class TeacherSpec(StrictModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def identity(self) -> str:
-        """What generates, for the generation cache's keys (sampling settings are keyed apart)."""
+        """What generates, for the generation cache's keys (sampling settings are keyed apart).
+
+        An endpoint's model name does not say which weights answer (two servers may both serve
+        "llama"), so an openai teacher's identity holds its endpoints: base_urls as written, in
+        any order. A `${VARIABLE}` stays the reference, not its value, so a server started on a
+        free port each run (`distill_assets.serve`) keeps its answers; and the identity can be
+        computed where the variable is unset (the UI, the daemon).
+        """
         include = {"backend", "model", "revision"} | ({"extra_body"} if self.extra_body else set())
-        return json.dumps(self.model_dump(include=include), sort_keys=True)
+        payload = self.model_dump(include=include)
+        if self.backend == "openai":
+            payload["endpoints"] = sorted({url.rstrip("/") for url in self.base_urls})
+        return json.dumps(payload, sort_keys=True)
 
 
 class ArchitectureSpec(StrictModel):

@@ -30,6 +30,7 @@ from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
 from distill_assets.template_check import check_training_set
+from distill_assets.versions import checkpoint_lineage
 
 Log = Callable[[str], None]
 
@@ -265,6 +266,7 @@ def train_student(
     metrics = _metrics(student, spec, training_set, run, trained, adapted)
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
+    checkpoint_lineage(student.name, work_dir, training_frame)  # inside, so it is swapped in and published with it
     # Swap in the finished checkpoint only now: a crash mid-training leaves the last good one.
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.rename(out_dir)

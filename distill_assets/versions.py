@@ -118,10 +118,19 @@ def _hash_values(streams: dict, key: str, series: pl.Series) -> None:
         raise TypeError(f"frame_version: column {series.name!r} has type {dtype}, which has no stable hash here")
 
 
+# Files that describe a checkpoint rather than make it up: its lineage (what it was trained on) and,
+# once published to an object store, the manifest it was published with. A checkpoint's version
+# leaves them out, so writing them does not change it.
+LINEAGE_FILE = "lineage.json"
+MANIFEST_FILE = "manifest.json"
+RECORD_FILES = frozenset({LINEAGE_FILE, MANIFEST_FILE})
+
+
 def checkpoint_version(path: Path) -> str:
-    """A hash of a checkpoint directory's file names and contents."""
+    """A hash of a checkpoint directory's file names and contents (its record files left out)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+    files = (p for p in Path(path).rglob("*") if p.is_file() and str(p.relative_to(path)) not in RECORD_FILES)
+    for file in sorted(files):
         digest.update(str(file.relative_to(path)).encode() + b"\0")
         with file.open("rb") as f:
             while chunk := f.read(1 << 20):
@@ -129,19 +138,15 @@ def checkpoint_version(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def lineage_path(checkpoints_dir: Path, student: str) -> Path:
-    """Next to (not inside) the checkpoint, so writing it does not change the checkpoint's version."""
-    return Path(checkpoints_dir) / f"{student}.lineage.json"
-
-
-def write_lineage(checkpoints_dir: Path, student: str, lineage: dict) -> Path:
-    path = lineage_path(checkpoints_dir, student)
+def write_lineage(checkpoint_dir: Path, lineage: dict) -> Path:
+    """The lineage file inside the checkpoint: it travels (and is published) with it."""
+    path = Path(checkpoint_dir) / LINEAGE_FILE
     path.write_text(json.dumps(lineage, indent=2) + "\n")
     return path
 
 
-def read_lineage(checkpoints_dir: Path, student: str) -> dict | None:
-    path = lineage_path(checkpoints_dir, student)
+def read_lineage(checkpoint_dir: Path) -> dict | None:
+    path = Path(checkpoint_dir) / LINEAGE_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -178,21 +183,21 @@ def teacher_versions_in(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, list[st
 
 
 def checkpoint_lineage(student: str, checkpoint_dir: Path, training_set: pl.DataFrame | pl.LazyFrame) -> dict:
-    """What a freshly trained checkpoint is and what it was trained on; written next to it."""
+    """What a freshly trained checkpoint is and what it was trained on; written inside it."""
     lineage = {
         "student": student,
         "checkpoint_version": checkpoint_version(checkpoint_dir),
         "training_set_version": frame_version(training_set),
         "teacher_versions": teacher_versions_in(training_set),
     }
-    write_lineage(Path(checkpoint_dir).parent, student, lineage)
+    write_lineage(checkpoint_dir, lineage)
     return lineage
 
 
-def report_lineage(checkpoints_dir: Path, students: list[str], training_set: pl.DataFrame | pl.LazyFrame) -> dict:
-    """The checkpoint versions a report evaluated and the training set each was trained on."""
+def report_lineage(checkpoints: dict[str, Path], training_set: pl.DataFrame | pl.LazyFrame) -> dict:
+    """The checkpoint versions a report evaluated (student -> checkpoint folder) and what each was trained on."""
     return {
         "training_set_version": frame_version(training_set),
         "teachers": teacher_versions_in(training_set),
-        "checkpoints": {s: read_lineage(checkpoints_dir, s) or {} for s in sorted(students)},
+        "checkpoints": {s: read_lineage(checkpoints[s]) or {} for s in sorted(checkpoints)},
     }

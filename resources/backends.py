@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 Messages = list[dict[str, str]]
 Prompt = Messages | str  # a chat conversation, or raw text for a model without a chat template
 Progress = Callable[[int, int], None]  # (done, total)
@@ -50,9 +52,102 @@ class Request:
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    token: str
+    """One alternative at one generated token, for code that wants entries rather than arrays."""
+
+    token: str | None  # None where the backend gives ids only (decode them with the teacher's tokenizer)
     logprob: float
-    token_id: int | None = None  # HTTP endpoints return token strings only
+    token_id: int | None = None  # None where the backend gives strings only (an HTTP endpoint)
+
+
+@dataclass(frozen=True, eq=False)
+class TopK:
+    """Per generated token, the teacher's k most likely tokens and their log-probabilities, most likely first.
+
+    `ids` (int32) and `logprobs` (float16: what the cache and the frames keep) are [tokens, k]
+    arrays; a step with fewer than k alternatives is padded at its end with id -1 and log-probability NaN.
+    `tokens` holds the alternatives' strings only for a backend that returns no ids (an
+    OpenAI-compatible endpoint), one tuple per step without the padding; then every id is -1.
+    """
+
+    ids: np.ndarray
+    logprobs: np.ndarray
+    tokens: tuple[tuple[str, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        ids = np.ascontiguousarray(self.ids, dtype=np.int32)
+        logprobs = np.ascontiguousarray(self.logprobs, dtype=np.float16)
+        if ids.ndim != 2 or ids.shape != logprobs.shape:
+            raise ValueError(f"TopK: ids {ids.shape} and logprobs {logprobs.shape} must be [tokens, k] alike")
+        if self.tokens is not None and [len(s) for s in self.tokens] != self.present.sum(axis=1).tolist():
+            raise ValueError("TopK: tokens must list one string per present alternative of every step")
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "logprobs", logprobs)
+
+    @classmethod
+    def from_steps(
+        cls,
+        logprobs: Sequence[Sequence[float]],
+        ids: Sequence[Sequence[int]] | None = None,
+        tokens: Sequence[Sequence[str]] | None = None,
+    ) -> TopK:
+        """From per-step lists (a step may list fewer alternatives: it is padded); ids or tokens, not both."""
+        if (ids is None) == (tokens is None):
+            raise ValueError("TopK.from_steps: give the alternatives' ids or their tokens, not both nor neither")
+        width = max((len(step) for step in logprobs), default=0)
+        values = np.full((len(logprobs), width), np.nan, dtype=np.float16)
+        known = np.full((len(logprobs), width), -1, dtype=np.int32)
+        for t, step in enumerate(logprobs):
+            values[t, : len(step)] = step
+            if ids is not None:
+                known[t, : len(step)] = ids[t]
+        return cls(known, values, None if tokens is None else tuple(tuple(step) for step in tokens))
+
+    @property
+    def k(self) -> int:
+        return self.ids.shape[1]
+
+    @property
+    def present(self) -> np.ndarray:
+        """[tokens, k] booleans: False where a step was padded."""
+        return ~np.isnan(self.logprobs)
+
+    @property
+    def has_ids(self) -> bool:
+        return self.tokens is None
+
+    def head(self, steps: int) -> TopK:
+        """The first `steps` tokens' alternatives."""
+        return TopK(self.ids[:steps], self.logprobs[:steps], None if self.tokens is None else self.tokens[:steps])
+
+    def entries(self) -> tuple[tuple[TokenLogprob, ...], ...]:
+        """Per token, its alternatives as `TokenLogprob`s (slow: for checks and small outputs, not for data)."""
+        counts = self.present.sum(axis=1).tolist()
+        ids, logprobs = self.ids.tolist(), self.logprobs.astype(np.float32).tolist()
+        return tuple(
+            tuple(
+                TokenLogprob(
+                    self.tokens[t][j] if self.tokens is not None else None,
+                    logprobs[t][j],
+                    ids[t][j] if self.has_ids else None,
+                )
+                for j in range(n)
+            )
+            for t, n in enumerate(counts)
+        )
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TopK):
+            return NotImplemented
+        return (
+            self.tokens == other.tokens
+            and np.array_equal(self.ids, other.ids)
+            and np.array_equal(self.logprobs, other.logprobs, equal_nan=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,7 +157,7 @@ class Completion:
     finish_reason: str  # "stop" (end token), "length" (hit max_new_tokens) or "error"
     error: str | None = None  # why the request failed after its retries; None when it succeeded
     # Per generated token, the teacher's top-k alternatives (most likely first), when asked for.
-    top_logprobs: tuple[tuple[TokenLogprob, ...], ...] | None = None
+    top_logprobs: TopK | None = None
 
     @classmethod
     def failed(cls, reason: str) -> Completion:

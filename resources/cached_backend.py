@@ -1,8 +1,10 @@
 """Any teacher backend behind the generation cache: answered requests are never sent again.
 
 `CachedBackend.complete` looks every request up in the cache, sends only the misses to
-the wrapped backend, and stores each answer the moment the backend reports it. It keeps
-the run's counts (`GenerationStats`) for progress lines and asset metadata.
+the wrapped backend, and hands each answer to the cache the moment the backend reports it.
+That hand-off only queues the answer (resources/cache_writer.py): the backend's event loop
+never waits on encoding or on the database. When `complete` returns, every answer it got is
+committed. It keeps the run's counts (`GenerationStats`) for progress lines and asset metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from resources.backends import Completion, OnCompletion, Progress, Request, SamplingParams, TeacherBackend
-from resources.generation_cache import GenerationCache, request_key
+from resources.cache_writer import BatchedCache
+from resources.generation_cache import request_key
 
 
 @dataclass
@@ -60,7 +63,7 @@ class CachedBackend(TeacherBackend):
     def __init__(
         self,
         backend: TeacherBackend | Callable[[], TeacherBackend],
-        cache: GenerationCache,
+        cache: BatchedCache,
         teacher: str,
         report: Callable[[GenerationStats], None] | None = None,
     ):
@@ -114,7 +117,10 @@ class CachedBackend(TeacherBackend):
 
         self._tick(progress)
         if misses:
-            self.backend.complete([requests[i] for i in misses], params, on_completion=store)
+            try:
+                self.backend.complete([requests[i] for i in misses], params, on_completion=store)
+            finally:
+                self.cache.flush()  # what was answered is committed, even when the backend raised
         stats.finished = time.time()
         if self.report:
             self.report(stats)

@@ -1,24 +1,30 @@
 """The durable, content-addressed generation cache, shared by every teacher backend.
 
 A completion is stored under the sha256 of everything that determines it: the teacher
-(backend, model, revision), the chat prompt, the sampling parameters and the sample
-index. SQLite in WAL mode: several processes can read and write at once, and each answer
-is committed as it arrives, so a run killed with kill -9 loses only requests in flight.
-Only successful completions are stored; a failed request is sent again next run.
+(backend, model, revision; an endpoint's URLs), the chat prompt, the sampling parameters and
+the sample index. Only successful completions are stored; a failed request is sent again next run.
+
+The store is SQLite in WAL mode under the storage root (several processes can read and write
+at once), or, when `DISTILL_CACHE_URL` names one, a Postgres database that the step pods of a
+Kubernetes run share (resources/postgres_cache.py); `open_generation_cache` picks. Both write
+through `resources.cache_writer`: answers are committed in batches by a writer thread, so a run
+killed with kill -9 loses only the answers of the last fraction of a second, which the next run
+asks again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable
 from pathlib import Path
 
-from resources.backends import Completion, Prompt, SamplingParams
-from resources.completion_codec import decode_completion, encode_completion
+from resources.backends import Prompt, SamplingParams
+from resources.cache_writer import BatchedCache, Row
+
+CACHE_URL_ENV = "DISTILL_CACHE_URL"  # postgresql://user:password@host:5432/db: a cache the whole cluster shares
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -53,46 +59,69 @@ def request_key(teacher: str, prompt: Prompt, params: SamplingParams, sample_ind
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-class GenerationCache:
-    """completions keyed by `request_key`; safe to share between threads and processes."""
+class GenerationCache(BatchedCache):
+    """The SQLite store: one file, safe to share between threads and processes."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
+    def __init__(
+        self, path: str | Path, busy_timeout_s: float = 60.0, batch_size: int = 256, flush_interval_s: float = 0.2
+    ):
         self.path = Path(path)
+        super().__init__(str(self.path), batch_size, flush_interval_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: every put is its own transaction, durable once it returns.
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (only an OS crash could lose the last commits).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
+        self._reader = self._connect(busy_timeout_s)
+        self._reader.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (only an OS crash could lose the last commits).
+        self._reader.execute("PRAGMA synchronous=NORMAL")
+        self._reader.execute(SCHEMA)
+        self._reader_lock = threading.Lock()
+        self._writer_db = self._connect(busy_timeout_s)  # used by the writer thread alone
+        self._writer_db.execute("PRAGMA synchronous=NORMAL")
+        self.start_writer()
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
-        keys = list(dict.fromkeys(keys))
-        found: dict[str, Completion] = {}
-        with self._lock:
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        # Autocommit mode: transactions are the explicit BEGIN ... COMMIT of each batch.
+        return sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+
+    def _read(self, keys: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._reader_lock:
             for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
                 chunk = keys[start : start + 500]
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"SELECT key, completion FROM completions WHERE key IN ({','.join('?' * len(chunk))})", chunk
                 ).fetchall()
-                found.update((key, decode_completion(text)) for key, text in rows)
+                found.update(rows)
         return found
 
-    def put(self, key: str, teacher: str, completion: Completion) -> None:
-        if not completion.ok:
-            return
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO completions (key, teacher, completion, created) VALUES (?, ?, ?, ?)",
-                (key, teacher, encode_completion(completion), time.time()),
+    def _write(self, rows: list[Row]) -> None:
+        db = self._writer_db
+        db.execute("BEGIN IMMEDIATE")  # takes the write lock now, waiting up to busy_timeout_s for it
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO completions (key, teacher, completion, created) VALUES (?, ?, ?, ?)", rows
             )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
-    def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    def _count(self) -> int:
+        with self._reader_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def _close_store(self) -> None:
+        with self._reader_lock:
+            self._reader.close()
+        self._writer_db.close()
+
+
+def open_generation_cache(sqlite_path: str | Path) -> BatchedCache:
+    """The cache every teacher shares: Postgres when `DISTILL_CACHE_URL` is set, else SQLite at `sqlite_path`."""
+    url = os.environ.get(CACHE_URL_ENV)
+    if not url:
+        return GenerationCache(sqlite_path)
+    from resources.postgres_cache import PostgresGenerationCache, is_postgres_url
+
+    if not is_postgres_url(url):
+        raise ValueError(f"${CACHE_URL_ENV}: expected a postgresql://user:password@host:port/database URL")
+    return PostgresGenerationCache(url)

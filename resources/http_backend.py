@@ -5,9 +5,11 @@ model) to `/completions`, whose log-probabilities come in the older per-token fo
 
 Requests run concurrently on one asyncio loop (aiohttp; `bench.http_concurrency` prints the
 client's CPU per request), at most `concurrency` at a time, spread round-robin over the replicas
-in `base_urls` (a retry goes to the next replica). The
-retry policy is in resources/retry.py. A request that still fails after its retries comes
-back as a failed `Completion` naming the reason, never dropped.
+in `base_urls` (a retry goes to the next replica). Large answers (top-k log-probabilities) are
+parsed on a worker thread, so the loop keeps sending while they are read. The retry policy is
+in resources/retry.py; an HTTP 200 without content and vLLM's `abort` finish reason count as
+failures too (`parse_answer`). A request that still fails after its retries comes back as a
+failed `Completion` naming the reason, never dropped.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from resources.backends import (
     Request,
     SamplingParams,
     TeacherBackend,
-    TokenLogprob,
+    TopK,
 )
 from resources.retry import PermanentError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
+
+# Larger bodies are parsed on a worker thread: the hop (about 50 us) is small beside their parse (0.25 ms at 32 kB).
+PARSE_ON_LOOP_BYTES = 32_768
 
 
 class HttpBackend(TeacherBackend):
@@ -166,18 +171,37 @@ class HttpBackend(TeacherBackend):
     async def _post(self, client: aiohttp.ClientSession, url: str, body: dict) -> Completion:
         self.attempts += 1
         async with client.post(url, json=body) as response:
-            text = await response.text()
+            data = await response.read()
             if response.status != 200:
-                message = f"{url}: HTTP {response.status}: {text[:200]}"
+                message = f"{url}: HTTP {response.status}: {data[:200].decode(errors='replace')}"
                 if is_retryable_status(response.status):
                     raise RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
                 raise PermanentError(message)
-        try:
-            payload = json.loads(text)
-            return parse_completion(payload) if "prompt" in body else parse_chat_completion(payload)
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
-            # A truncated or garbled body from an overloaded proxy: the next try usually works.
-            raise RetryableError(f"{url}: malformed response body ({type(err).__name__}: {err})") from None
+        chat = "prompt" not in body
+        if len(data) <= PARSE_ON_LOOP_BYTES:
+            return parse_answer(data, chat, url)
+        # Top-k log-probabilities make answers of 100 kB and more: parsed off the loop, which keeps sending.
+        return await asyncio.to_thread(parse_answer, data, chat, url)
+
+
+def parse_answer(data: bytes, chat: bool, url: str) -> Completion:
+    """The body of an HTTP 200 as a Completion; RetryableError when it holds no answer.
+
+    A body that is not the API's JSON, an answer without content (null or empty) and vLLM's
+    `abort` finish reason are failures, retried like a 5xx: none of them is the teacher's answer.
+    """
+    try:
+        payload = json.loads(data)
+        completion = parse_chat_completion(payload) if chat else parse_completion(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
+        # A truncated or garbled body from an overloaded proxy: the next try usually works.
+        raise RetryableError(f"{url}: malformed response body ({type(err).__name__}: {err})") from None
+    if completion.finish_reason == "abort":
+        raise RetryableError(f"{url}: the server aborted the request (finish_reason 'abort')")
+    if not completion.text:
+        field = "message.content" if chat else "text"
+        raise RetryableError(f"{url}: HTTP 200 with null or empty {field} (finish_reason {completion.finish_reason!r})")
+    return completion
 
 
 def parse_chat_completion(payload: dict) -> Completion:
@@ -187,10 +211,8 @@ def parse_chat_completion(payload: dict) -> Completion:
     top = None
     content = (choice.get("logprobs") or {}).get("content")
     if content is not None:
-        top = tuple(
-            tuple(TokenLogprob(alt["token"], float(alt["logprob"])) for alt in step.get("top_logprobs", []))
-            for step in content
-        )
+        steps = [[(alt["token"], alt["logprob"]) for alt in step.get("top_logprobs", [])] for step in content]
+        top = parse_top_logprobs(steps)
     usage = payload.get("usage") or {}
     num_tokens = usage.get("completion_tokens")
     if num_tokens is None:
@@ -206,21 +228,34 @@ def parse_completion(payload: dict) -> Completion:
     logprobs = choice.get("logprobs") or {}
     steps = logprobs.get("top_logprobs")
     top = None
-    if steps is not None and logprobs.get("tokens") is not None:
-        steps = steps[: _tokens_of(text, logprobs["tokens"])]  # a stop string's token may be listed too
+    tokens = logprobs.get("tokens")
+    if steps is not None and tokens is not None and not all(map(_is_token_id, tokens)):
+        steps = steps[: _tokens_of(text, tokens)]  # a stop string's token may be listed too
     if steps is not None:
-        top = tuple(
-            tuple(
-                TokenLogprob(token, float(lp))
-                for token, lp in sorted((step or {}).items(), key=lambda item: item[1], reverse=True)
-            )
-            for step in steps
-        )
+        ranked = [sorted((step or {}).items(), key=lambda item: item[1], reverse=True) for step in steps]
+        top = parse_top_logprobs(ranked)
     usage = payload.get("usage") or {}
     num_tokens = usage.get("completion_tokens")
     if num_tokens is None:
         num_tokens = len(logprobs.get("tokens") or []) if logprobs else 0
     return Completion(text=text, num_tokens=int(num_tokens), finish_reason=finish, top_logprobs=top)
+
+
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's form of a token with `return_tokens_as_token_ids`
+
+
+def _is_token_id(token: str) -> bool:
+    return token.startswith(TOKEN_ID_PREFIX) and token[len(TOKEN_ID_PREFIX) :].isdigit()
+
+
+def parse_top_logprobs(steps: list[list[tuple[str, float]]]) -> TopK:
+    """Per token, its (token, logprob) alternatives as a TopK: with ids where the server sent them as
+    vLLM's `token_id:N` strings (`return_tokens_as_token_ids`), else with the token strings."""
+    logprobs = [[float(lp) for _, lp in step] for step in steps]
+    tokens = [[token for token, _ in step] for step in steps]
+    if tokens and all(_is_token_id(token) for step in tokens for token in step):
+        return TopK.from_steps(logprobs, ids=[[int(t[len(TOKEN_ID_PREFIX) :]) for t in step] for step in tokens])
+    return TopK.from_steps(logprobs, tokens=tokens)
 
 
 def _tokens_of(text: str, tokens: list[str]) -> int:

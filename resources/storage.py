@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import typing
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from upath import UPath
 
 from distill_assets.frames import Frame, parquet_rows, scan_parquet_file, write_parquet
 from distill_assets.spec import is_url
+from resources import checkpoint_store
 
 
 def partition_file_stem(partition_key: str) -> str:
@@ -53,29 +53,26 @@ class ArtifactStore(dg.ConfigurableResource):
         return Path(self.root.removeprefix("file://")).joinpath(*parts)
 
     def checkpoint_dir(self, student: str, fetch: bool = True) -> Path:
-        """The student's local checkpoint folder; with a URL root, fetched from the store when it changed there."""
+        """The student's local checkpoint folder; with a URL root, the store's current version fetched into it.
+
+        The fetch happens only when the store's version differs from the local one, and it goes
+        through a temporary folder renamed into place (resources/checkpoint_store.py).
+        """
         local = self.path("checkpoints", student)
         if fetch and self.is_remote:
-            remote = self.url("checkpoints", student)
-            marker = "training_metrics.json"  # rewritten by every training run
-            if (remote / marker).exists() and (
-                not (local / marker).is_file() or (local / marker).read_bytes() != (remote / marker).read_bytes()
-            ):
-                shutil.rmtree(local, ignore_errors=True)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                remote.fs.get(remote.path, str(local), recursive=True)
+            checkpoint_store.fetch(self.url("checkpoints", student), local)
         return local
 
     def publish_checkpoint(self, student: str) -> str:
-        """Copy a finished local checkpoint to the store (nothing to do for a local root); its location."""
+        """Publish a finished local checkpoint to the store (nothing to do for a local root); where it is.
+
+        With a URL root it is the new version's prefix (checkpoints/<student>/<version>), which
+        readers switch to only once every file and the manifest are there.
+        """
         local = self.checkpoint_dir(student, fetch=False)
         if not self.is_remote:
             return str(local)
-        remote = self.url("checkpoints", student)
-        if remote.exists():
-            remote.fs.rm(remote.path, recursive=True)
-        remote.fs.put(str(local), remote.path, recursive=True)
-        return str(remote)
+        return str(checkpoint_store.publish(local, self.url("checkpoints", student)))
 
     def generation_cache_path(self) -> Path:
         """The SQLite generation cache every teacher backend shares (resources/generation_cache.py)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from distill_assets.generation import teacher_identity
 from resources.backends import TeacherBackend
 from resources.cached_backend import CachedBackend, GenerationStats
-from resources.generation_cache import GenerationCache
+from resources.generation_cache import open_generation_cache
 
 if TYPE_CHECKING:
     import torch
@@ -74,8 +74,11 @@ def cached_teacher(
     cache_path: Path,
     report: Callable[[GenerationStats], None] | None = None,
 ) -> Iterator[CachedBackend]:
-    """The teacher behind the generation cache; the model is loaded only if the cache lacks an answer."""
-    cache = GenerationCache(cache_path)
+    """The teacher behind the generation cache; the model is loaded only if the cache lacks an answer.
+
+    The cache is SQLite at `cache_path`, or Postgres when DISTILL_CACHE_URL names one (`open_generation_cache`).
+    """
+    cache = open_generation_cache(cache_path)
     backend = CachedBackend(
         lambda: build_backend(teacher, spec, placement), cache, teacher_identity(teacher, spec), report=report
     )

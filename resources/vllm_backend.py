@@ -5,12 +5,13 @@ without it. Prompts are tokenized here exactly as the transformers backend does 
 model's own chat template, raw prompts as they are), and handed to `LLM.generate` as token ids: both backends
 see the same input ids. Requests go to the engine in chunks, each chunk's answers are
 reported as soon as it is done (the cache stores them), and within a chunk vLLM batches
-continuously.
+continuously. A request the engine aborted (finish reason `abort`) is generated again, up to
+`max_retries` times, then reported as a failed `Completion`: an aborted answer is never cached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from resources.backends import (
@@ -21,7 +22,7 @@ from resources.backends import (
     Request,
     SamplingParams,
     TeacherBackend,
-    TokenLogprob,
+    TopK,
     encode_prompt,
 )
 
@@ -37,8 +38,8 @@ def import_vllm():
 
 
 class VLLMBackend(TeacherBackend):
-    def __init__(self, llm: Any, name: str = "vllm", chunk_size: int = 2048):
-        self.llm, self.name, self.chunk_size = llm, name, chunk_size
+    def __init__(self, llm: Any, name: str = "vllm", chunk_size: int = 2048, max_retries: int = 5):
+        self.llm, self.name, self.chunk_size, self.max_retries = llm, name, chunk_size, max_retries
         self.tokenizer = llm.get_tokenizer()
 
     @classmethod
@@ -87,27 +88,42 @@ class VLLMBackend(TeacherBackend):
         results: list[Completion | None] = [None] * len(requests)
         for start in range(0, len(requests), self.chunk_size):
             chunk = range(start, min(start + self.chunk_size, len(requests)))
-            prompts = [{"prompt_token_ids": self.encode(requests[i].prompt)} for i in chunk]
-            sampling = [self.sampling_params(params, requests[i].sample_index) for i in chunk]
-            outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
-            for i, output in zip(chunk, outputs):
-                results[i] = self.to_completion(output.outputs[0], params.top_logprobs)
+            for i, completion in self._generate(requests, list(chunk), params):
+                results[i] = completion
                 if on_completion:
-                    on_completion(i, results[i])
+                    on_completion(i, completion)
             if progress:
                 progress(chunk.stop, len(requests))
         return results  # type: ignore[return-value]
+
+    def _generate(
+        self, requests: Sequence[Request], indices: list[int], params: SamplingParams
+    ) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) for the requests at `indices`; the aborted ones generated again, then failed."""
+        for _ in range(self.max_retries + 1):
+            prompts = [{"prompt_token_ids": self.encode(requests[i].prompt)} for i in indices]
+            sampling = [self.sampling_params(params, requests[i].sample_index) for i in indices]
+            outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+            aborted = []
+            for i, output in zip(indices, outputs):
+                if output.outputs[0].finish_reason == "abort":
+                    aborted.append(i)
+                else:
+                    yield i, self.to_completion(output.outputs[0], params.top_logprobs)
+            if not aborted:
+                return
+            indices = aborted
+        reason = f"vLLM aborted the request {self.max_retries + 1} times (finish_reason 'abort')"
+        for i in indices:
+            yield i, Completion.failed(reason)
 
     def to_completion(self, output: Any, k: int) -> Completion:
         top = None
         if k and output.logprobs is not None:
             # vLLM returns the top-k and, when it is not among them, the sampled token: keep the k best.
-            top = tuple(
-                tuple(
-                    TokenLogprob(lp.decoded_token or self.tokenizer.decode([tid]), float(lp.logprob), int(tid))
-                    for tid, lp in sorted(step.items(), key=lambda item: -item[1].logprob)[:k]
-                )
-                for step in output.logprobs
+            steps = [sorted(step.items(), key=lambda item: -item[1].logprob)[:k] for step in output.logprobs]
+            top = TopK.from_steps(
+                [[lp.logprob for _, lp in step] for step in steps], ids=[[tid for tid, _ in step] for step in steps]
             )
         return Completion(
             text=output.text,

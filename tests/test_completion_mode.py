@@ -61,7 +61,7 @@ def test_transformers_backend_cuts_at_the_stop_string_with_its_tokens_and_logpro
         if stop in before.text:
             assert after.finish_reason == "stop"
             assert after.num_tokens == len(expected) == len(after.top_logprobs)
-            assert after.top_logprobs == before.top_logprobs[: after.num_tokens]
+            assert after.top_logprobs == before.top_logprobs.head(after.num_tokens)
 
 
 def test_chat_prompts_to_a_model_without_chat_template_fail_with_the_fix(base_model):
@@ -80,7 +80,7 @@ def test_http_backend_sends_raw_prompts_to_completions_and_reads_their_logprobs(
     for completion in (raw, chat):  # the fake answers the prompt reversed, cut before the stop string
         assert completion.ok and completion.text == "qpo"
         assert len(completion.top_logprobs) == 3
-        step = completion.top_logprobs[0]
+        step = completion.top_logprobs.entries()[0]
         assert step[0].token == "q" and [t.logprob for t in step] == sorted((t.logprob for t in step), reverse=True)
 
 
@@ -132,4 +132,4 @@ def test_extra_body_reaches_the_server_and_a_listed_stop_token_is_not_kept():
     payload = {"choices": [{"text": "12", "finish_reason": "stop", "logprobs": {
         "tokens": ["1", "2", "\n"], "top_logprobs": [{"1": -0.1}, {"2": -0.2}, {"\n": -0.3}]}}]}  # fmt: skip
     completion = parse_completion(payload)
-    assert [step[0].token for step in completion.top_logprobs] == ["1", "2"]
+    assert completion.top_logprobs.tokens == (("1",), ("2",))

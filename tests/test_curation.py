@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_assets.curation import (
+    JudgeFailed,
     curate_completions,
     dedup_across,
     jaccard,
@@ -112,9 +114,8 @@ class ScriptedJudge(TeacherBackend):
     def complete(self, requests, params, progress=None, on_completion=None):
         prompts = [r.prompt for r in requests]
         self.seen += prompts
-        return [
-            Completion(self.replies[p[-1]["content"].split("Answer:\n")[1].split("\n")[0]], 3, "stop") for p in prompts
-        ]
+        answers = [self.replies[p[-1]["content"].split("Answer:\n")[1].split("\n")[0]] for p in prompts]
+        return [Completion.failed(a.error) if isinstance(a, Completion) else Completion(a, 3, "stop") for a in answers]
 
 
 def test_the_judge_keeps_completions_at_or_above_the_threshold():
@@ -125,6 +126,28 @@ def test_the_judge_keeps_completions_at_or_above_the_threshold():
     assert curated["judge_score"].to_list() == [9.0, 2.0, None]
     assert curated["dropped_by"].to_list() == [None, "judge", "judge"]
     assert judge.seen[0][0] == {"role": "system", "content": spec.rubric}
+
+
+def test_a_failed_judge_request_keeps_its_row_unjudged_and_counted():
+    """A failure says nothing of the completion: it is neither a missing score nor a low one."""
+    judge = ScriptedJudge({"cba": "Score: 9", "zyx": Completion.failed("HTTP 503 after 5 retries"), "olleh": "hmm"})
+    spec = JudgeSpec(teacher="teacher_a", max_failed_fraction=0.5)
+    frame = _frame([PROMPTS[0], PROMPTS[2], PROMPTS[1]], ["cba", "zyx", "olleh"])
+
+    def ask(prompts, completions):
+        return judge_scores(judge, prompts, completions, spec)
+
+    curated = curate_completions(frame, QUALITY, None, ask, spec.threshold, spec.max_failed_fraction)
+    assert curated["dropped_by"].to_list() == [None, None, "judge"]
+    assert curated["judge_error"].to_list() == [None, "HTTP 503 after 5 retries", None]
+    assert curated["judge_score"].to_list() == [9.0, None, None]
+    assert "no score in the judge's reply 'hmm'" in curated["why"][2]
+    assert summary(curated)["judge_failed"] == 1 and summary(curated)["dropped"]["judge"] == 1
+
+    with pytest.raises(JudgeFailed, match=r"1 of 3 judge requests failed .*HTTP 503.*max_failed_fraction=0\.3 allows"):
+        curate_completions(frame, QUALITY, None, ask, spec.threshold, 0.3)
+    with pytest.raises(JudgeFailed, match="max_failed_fraction=0 allows"):  # the default: no row goes unjudged
+        curate_completions(frame, QUALITY, None, ask, spec.threshold)
 
 
 def test_duplicates_across_teachers():

@@ -10,7 +10,7 @@ import torch
 
 from distill_assets.generation import generate_completions, teacher_identity
 from distill_assets.spec import TaskSpec, TeacherSpec
-from resources.backends import Completion, SamplingParams, TokenLogprob
+from resources.backends import Completion, SamplingParams, TopK
 from resources.cached_backend import CachedBackend
 from resources.generation_cache import GenerationCache, request_key
 from resources.transformers_backend import TransformersBackend
@@ -57,14 +57,14 @@ def test_top_logprobs_capture_the_greedy_choice(tiny_teacher, tmp_path):
     frame, _ = generate(teacher(tiny_teacher, top_logprobs=4), tmp_path / "c.sqlite")
     assert frame["error"].null_count() == frame.height
     local = TransformersBackend.load(str(tiny_teacher), torch.device("cpu"), torch.float32)
+    assert frame["topk_tokens"].null_count() == frame.height  # a local backend gives ids, not strings
     for row in frame.iter_rows(named=True):
-        steps = row["top_logprobs"]
-        assert len(steps) == row["num_tokens"] and all(len(step) == 4 for step in steps)
-        for step in steps:
-            logprobs = [alt["logprob"] for alt in step]
-            assert logprobs == sorted(logprobs, reverse=True) and logprobs[0] <= 0
+        ids, logprobs = row["topk_ids"], row["topk_logprobs"]
+        assert len(ids) == len(logprobs) == row["num_tokens"] and all(len(step) == 4 for step in ids)
+        for step in logprobs:
+            assert step == sorted(step, reverse=True) and step[0] <= 0
         # Greedy decoding picks the most likely token: the top-1 ids spell the completion.
-        top1 = [step[0]["token_id"] for step in steps]
+        top1 = [step[0] for step in ids]
         assert local.tokenizer.decode(top1, skip_special_tokens=True) == row["completion"]
 
 
@@ -112,8 +112,7 @@ def test_several_processes_write_one_cache(tmp_path):
 
 def test_completion_round_trips_through_the_cache(tmp_path):
     cache = GenerationCache(tmp_path / "c.sqlite")
-    top = ((TokenLogprob("a", -0.1, 5), TokenLogprob("b", -2.5, 6)),)
-    completion = Completion("a", 1, "stop", top_logprobs=top)
+    completion = Completion("a", 1, "stop", top_logprobs=TopK.from_steps([[-0.1, -2.5]], ids=[[5, 6]]))
     key = request_key("t", [{"role": "user", "content": "x"}], SamplingParams(top_logprobs=2), 0)
     cache.put(key, "t", completion)
     cache.put("failed", "t", Completion.failed("HTTP 500"))

@@ -109,13 +109,16 @@ def test_round_robin_over_replicas_and_api_key_from_environment(monkeypatch):
 def test_top_logprobs_from_a_tiny_teacher_served_over_http(tiny_teacher):
     """A real model behind the server: the HTTP answers match the local backend's, with top-k log-probs."""
     local = TransformersBackend.load(str(tiny_teacher), device=__import__("torch").device("cpu"), dtype=None)
+    tokens = local.tokenizer.convert_ids_to_tokens
     lock = threading.Lock()
 
     def answer(messages, body):
         params = SamplingParams(max_new_tokens=body["max_tokens"], top_logprobs=body.get("top_logprobs", 0))
         with lock:
             [c] = local.complete([Request(messages)], params)
-        top = [[(t.token, t.logprob) for t in step] for step in c.top_logprobs] if c.top_logprobs else None
+        top = None
+        if c.top_logprobs:  # the local backend keeps ids: the server sends their token strings
+            top = [[(tokens(t.token_id), t.logprob) for t in step] for step in c.top_logprobs.entries()]
         return c.text, c.finish_reason, top
 
     reqs = requests(6)
@@ -125,8 +128,9 @@ def test_top_logprobs_from_a_tiny_teacher_served_over_http(tiny_teacher):
     expected = local.complete(reqs, params)
     assert [c.text for c in remote] == [c.text for c in expected]
     for r, e in zip(remote, expected):
-        assert len(r.top_logprobs) == e.num_tokens and all(len(step) == 3 for step in r.top_logprobs)
-        assert [[t.token for t in s] for s in r.top_logprobs] == [[t.token for t in s] for s in e.top_logprobs]
+        assert len(r.top_logprobs) == e.num_tokens and r.top_logprobs.k == 3 and r.top_logprobs.present.all()
+        assert r.top_logprobs.tokens == tuple(tuple(tokens(step)) for step in e.top_logprobs.ids.tolist())
+        assert (r.top_logprobs.logprobs == e.top_logprobs.logprobs).all()
 
 
 def cached_keys(path) -> int:

@@ -68,6 +68,18 @@ def test_split_is_stable_and_disjoint():
     _, held2 = split_eval(frame.reverse(), 10)
     assert held.height == 10 and train.height == 40
     assert set(held["prompt_id"]) == set(held2["prompt_id"])
+
+
+def test_split_is_a_fixed_function_of_the_prompt_ids():
+    """sha256 of each id decides: these assignments hold in every polars version, whatever the row order."""
+    ids = ["dates-0001", "dates-0002", "reverse-17", "units-3", "a", "b"]
+    frame = pl.DataFrame({"prompt_id": ids, "task": "t", "prompt": ids, "reference": "r"})
+    for order in (frame, frame.reverse(), frame.sort("prompt_id")):
+        train, held = split_eval(order, 2)
+        assert held["prompt_id"].to_list() == ["b", "units-3"]
+        assert sorted(train["prompt_id"]) == ["a", "dates-0001", "dates-0002", "reverse-17"]
+    _, held = split_eval(pl.DataFrame({"prompt_id": [str(i) for i in range(10)], "prompt": "p"}), 3)
+    assert held["prompt_id"].to_list() == ["9", "8", "4"]
     assert not set(held["prompt_id"]) & set(train["prompt_id"])
 
 

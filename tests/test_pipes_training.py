@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from distill_assets.definitions import build_definitions
 from distill_assets.pipes_training import launch_command
 from distill_assets.spec import LauncherSpec, load_spec
+from distill_assets.versions import checkpoint_version, read_lineage
 from tests.conftest import demo_rows, shrunken_spec
 
 
@@ -83,6 +84,8 @@ def test_two_process_gloo_training_through_pipes(tmp_path, tiny_teacher, kind):
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     assert model.config.hidden_size == 32
     assert (checkpoint / "README.md").is_file() and not checkpoint.with_name("student_m.tmp").exists()
+    lineage = read_lineage(checkpoint)  # written by rank 0 inside the checkpoint, before the swap
+    assert lineage["checkpoint_version"] == metadata["checkpoint_version"].value == checkpoint_version(checkpoint)
 
 
 @pytest.mark.parametrize(

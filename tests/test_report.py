@@ -112,7 +112,7 @@ def test_assemble_report_writes_the_report_from_the_evaluation_frames(spec_file,
     for s in ("student_m", "student_s"):
         (checkpoints / s).mkdir(parents=True)
         (checkpoints / s / "training_metrics.json").write_text(json.dumps({"train_seconds": 7.0, "loss_history": [1]}))
-        write_lineage(checkpoints, s, {"checkpoint_version": f"c-{s}", "training_set_version": "old"})
+        write_lineage(checkpoints / s, {"checkpoint_version": f"c-{s}", "training_set_version": "old"})
     routing_table = pl.DataFrame(
         [{"task": task, "teacher": teacher, "dev_score": None, "dev_prompts": 0, "routed": True, "mode": "fixed"}
          for task, teacher in routed.items()],
@@ -128,7 +128,6 @@ def test_assemble_report_writes_the_report_from_the_evaluation_frames(spec_file,
         training_set=training_set,
         routing_table=routing_table,
         checkpoints={s: checkpoints / s for s in ("student_m", "student_s")},
-        checkpoints_dir=checkpoints,
         out_dir=tmp_path / "report",
     )
     assert report["tasks"]["reverse"]["students"]["student_m"]["retention"] == pytest.approx(0.75)

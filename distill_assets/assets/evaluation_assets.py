@@ -222,7 +222,6 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
             training_set=training_set,
             routing_table=routing_table,
             checkpoints={s.name: store.checkpoint_dir(s.name) for s in spec.students},
-            checkpoints_dir=store.path("checkpoints"),
             out_dir=store.path("report"),
         )
         context.log.info(f"report written to {files.markdown}")

@@ -4,16 +4,16 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import generation_logger
-from distill_assets.generation import generate_completions, prompt_mode
+from distill_assets.generation import prompt_mode, summed, write_completions
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import ROUTED_TAG, Partitions
 from distill_assets.pipes_generation import generate_in_pod
-from distill_assets.spec import Spec
+from distill_assets.spec import Spec, TeacherSpec
 from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
 from distill_assets.versions import frame_version
 from resources.accelerator import Accelerator
-from resources.storage import ArtifactStore
+from resources.storage import ArtifactStore, partition_file_stem
 from resources.teachers import cached_teacher
 
 
@@ -37,7 +37,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
     )
     def synthetic_completions(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, curated_inputs: pl.DataFrame
-    ) -> dg.Output[pl.DataFrame]:  # an Output: a step that used Dagster Pipes must not return a bare value
+    ) -> dg.Output[pl.LazyFrame]:  # an Output: a step that used Dagster Pipes must not return a bare value
         """Answers come from the generation cache where it has them; only the rest reach the teacher."""
         keys = context.partition_key.keys_by_dimension
         teacher, task = spec.teacher(keys["teacher"]), spec.task(keys["task"])
@@ -49,30 +49,43 @@ def build(spec: Spec, partitions: Partitions) -> list:
         if teacher.k8s is not None:  # in a GPU pod of its own, through Dagster's PipesK8sClient
             return generate_in_pod(context, teacher, task, store)
         report = generation_logger(context, f"{teacher.name}/{task.name}")
+        staged = store.path("staging", "synthetic_completions", f"{partition_file_stem(context.partition_key)}.parquet")
+        chunk_stats: list[dict] = []  # the cached backend counts per call, and each chunk is one call
         with cached_teacher(teacher, spec, accelerator, store.generation_cache_path(), report) as backend:
-            frame = generate_completions(backend, curated_inputs, teacher, task, mode=prompt_mode(teacher, spec))
-        stats = backend.stats
-        tokens = int(frame["num_tokens"].sum())
-        failed = frame.filter(pl.col("error").is_not_null())
-        context.add_output_metadata(
-            {
-                "teacher_version": teacher.version(),
-                "backend": teacher.backend,
-                "completions": frame.height,
-                **stats.metadata(),
-                "truncated": int((frame["finish_reason"] == "length").sum()),
-                "generated_tokens": tokens,
-                "tokens_per_s": round(tokens / max(stats.seconds, 1e-9), 1),
-                "preview": dg.MetadataValue.md(markdown_table(frame.select("prompt", "completion").head(5))),
-                **(
-                    {"failures": dg.MetadataValue.md(markdown_table(failed.select("prompt", "error").head(5)))}
-                    if failed.height
-                    else {}
-                ),
-            }
-        )
-        # The content is the data version: a regeneration that gives the same completions leaves
-        # everything downstream fresh.
+            write_completions(
+                backend, curated_inputs, teacher, task, staged, mode=prompt_mode(teacher, spec),
+                on_chunk=lambda _: chunk_stats.append(backend.stats.metadata()),
+            )  # fmt: skip
+        context.add_output_metadata(completions_metadata(pl.scan_parquet(staged), teacher, chunk_stats))
+        # Streamed to the store by the IO manager, a row group at a time; the staged file stays until the
+        # partition's next run writes over it. The content is the data version: a regeneration that gives
+        # the same completions leaves everything downstream fresh.
+        frame = pl.scan_parquet(staged)
         return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
     return [synthetic_completions]
+
+
+def completions_metadata(completions: pl.LazyFrame, teacher: TeacherSpec, chunk_stats: list[dict]) -> dict:
+    """The asset's metadata, read from the written completions and the backend's counts summed over chunks."""
+    stats = summed(chunk_stats)
+    counts = completions.select(
+        completions=pl.len(),
+        truncated=(pl.col("finish_reason") == "length").sum(),
+        generated_tokens=pl.col("num_tokens").sum(),
+    ).collect()
+    tokens = int(counts["generated_tokens"][0] or 0)
+    failed = completions.filter(pl.col("error").is_not_null()).select("prompt", "error").head(5).collect()
+    preview = completions.select("prompt", "completion").head(5).collect()
+    return {
+        "teacher_version": teacher.version(),
+        "backend": teacher.backend,
+        "completions": int(counts["completions"][0]),
+        **stats,
+        "seconds": round(stats.get("seconds", 0.0), 2),
+        "truncated": int(counts["truncated"][0]),
+        "generated_tokens": tokens,
+        "tokens_per_s": round(tokens / max(stats.get("seconds", 0.0), 1e-9), 1),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+        **({"failures": dg.MetadataValue.md(markdown_table(failed))} if failed.height else {}),
+    }

@@ -12,7 +12,7 @@ from distill_assets.spec import Spec
 from distill_assets.tables import markdown_table
 from distill_assets.training import train_student
 from distill_assets.training_set import export, merge_routed
-from distill_assets.versions import checkpoint_lineage, frame_version, teacher_versions_in
+from distill_assets.versions import frame_version, read_lineage, teacher_versions_in
 from resources.accelerator import Accelerator
 from resources.storage import ArtifactStore
 
@@ -80,24 +80,24 @@ def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         )
         if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
             result = train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
-            store.publish_checkpoint(student.name)  # to the object store, when the root is one
-            return result
-        metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
-        lineage = checkpoint_lineage(student.name, out_dir, training_set)
+            trained = dict(result.metadata or {})  # what rank 0 reported: losses, time, world size, path
+        else:
+            metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
+            keys = ("parameters", "first_loss", "final_loss", "train_seconds", "peak_memory_mb", "steps")
+            trained = {"path": dg.MetadataValue.path(str(out_dir)), **{k: metrics[k] for k in keys}}
+        # Both paths write the lineage inside the checkpoint before it is swapped in (training.py),
+        # so it is published with it.
+        lineage = read_lineage(out_dir)
+        if lineage is None:
+            raise FileNotFoundError(f"student_checkpoint: {out_dir} has no lineage file after training")
         return dg.MaterializeResult(
             data_version=dg.DataVersion(lineage["checkpoint_version"]),
             metadata={
+                **trained,
                 "checkpoint_version": lineage["checkpoint_version"],
                 "training_set_version": lineage["training_set_version"],
-                "path": dg.MetadataValue.path(str(out_dir)),
                 "stored_at": dg.MetadataValue.path(store.publish_checkpoint(student.name)),
-                "parameters": metrics["parameters"],
-                "first_loss": metrics["first_loss"],
-                "final_loss": metrics["final_loss"],
-                "train_seconds": metrics["train_seconds"],
-                "peak_memory_mb": metrics["peak_memory_mb"],
                 "method": student.method_label(),
-                "steps": metrics["steps"],
             },
         )
 
