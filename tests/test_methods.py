@@ -20,7 +20,6 @@ from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
 from resources.transformers_backend import TransformersBackend
 from tests.conftest import shrunken_spec
-from tests.topk_frames import compact
 
 CPU = torch.device("cpu")
 
@@ -111,8 +110,9 @@ def training_frame(method_spec, tiny_teacher):
     for task, teacher in Routing.from_spec(method_spec).teachers.items():
         t = method_spec.task(task)
         prompts, _, _, _ = curate(t, method_spec.resolve_path(t.source), method_spec.resolve_path(t.eval_source))
-        generated = generate_completions(backend, prompts, method_spec.teacher(teacher), t)
-        frames[teacher_task_key(teacher, task)] = compact(generated)
+        frames[teacher_task_key(teacher, task)] = generate_completions(
+            backend, prompts, method_spec.teacher(teacher), t
+        )
     backend.close()
     return merge_routed(frames, method_spec, Routing.from_spec(method_spec)).collect()
 
