@@ -16,10 +16,9 @@ time to the smallest's, and last:
 size, whatever the sizes are).
 
 The loopback teacher speaks like vLLM serve with `return_tokens_as_token_ids`: its tokens are
-"token_id:<id>" strings of the demo's character tokenizer, which the bench turns into the
-`topk_ids` column after generation (an HTTP teacher stores token strings only), so the
-offline-logits stage has ids to learn from. `--generation direct` writes the same completions
-without HTTP or cache, to measure the stages after generation alone.
+"token_id:<id>" strings of the demo's character tokenizer, which the HTTP backend stores as
+`topk_ids`, so the offline-logits stage has ids to learn from. `--generation direct` writes the
+same completions without HTTP or cache, to measure the stages after generation alone.
 """
 
 from __future__ import annotations
@@ -144,28 +143,14 @@ def prompts_frame(count: int) -> pl.DataFrame:
     return pl.DataFrame({"prompt_id": ids, "task": TASK, "prompt": prompts, "reference": None})
 
 
-def with_vllm_ids(frame: frames.Frame) -> pl.LazyFrame:
-    """The "token_id:<id>" token strings of a vLLM-style teacher as the topk_ids column, a chunk at a time."""
-    frame = frames.lazy(frame)
-    schema = frame.collect_schema()
-    if "topk_tokens" not in schema:
-        raise SystemExit("generation wrote no topk_tokens column: this tree lacks the compact log-probability columns")
-    ids = pl.List(pl.List(pl.Int32))
-
-    def parse(chunk: pl.DataFrame, _first: int) -> pl.DataFrame:
-        tokens = pl.col("topk_tokens").list.eval(pl.element().list.eval(pl.element().str.strip_prefix("token_id:")))
-        return chunk.with_columns(topk_ids=tokens.cast(ids), topk_tokens=pl.lit(None, schema["topk_tokens"]))
-
-    return frames.chunked(frame, parse, {**schema, "topk_ids": ids})
-
-
-def generate_http(spec, prompts: pl.DataFrame, work: Path) -> frames.Frame:
-    from distill_assets.generation import generate_completions
+def generate_http(spec, prompts: pl.DataFrame, path: Path) -> None:
+    """The synthetic_completions asset's path: the cached HTTP backend, completions streamed to `path` in chunks."""
+    from distill_assets.generation import write_completions
     from resources.teachers import cached_teacher
 
     teacher, task = spec.teacher(TEACHER), spec.task(TASK)
-    with cached_teacher(teacher, spec, None, work / "cache.sqlite") as backend:
-        return generate_completions(backend, prompts, teacher, task)
+    with cached_teacher(teacher, spec, None, path.parent / "cache.sqlite") as backend:
+        write_completions(backend, prompts, teacher, task, path)
 
 
 def generate_direct(spec, prompts: pl.DataFrame, args) -> pl.LazyFrame:
@@ -255,10 +240,11 @@ def run_size(count: int, args, url: str | None, work: Path) -> dict:
     seconds: dict[str, float] = {}
     rss: dict[str, int] = {}  # the process's peak RSS once each stage is done, MB
     started = time.perf_counter()
-    generated = generate_http(spec, prompts, work) if url else generate_direct(spec, prompts, args)
     synthetic = work / "synthetic_completions.parquet"
-    frames.write_parquet(with_vllm_ids(generated) if url else generated, str(synthetic))
-    del generated
+    if url:
+        generate_http(spec, prompts, synthetic)
+    else:
+        frames.write_parquet(generate_direct(spec, prompts, args), str(synthetic))
     seconds["generation"], rss["generation"] = time.perf_counter() - started, peak_rss_mb()
     for stage, run in (
         ("curation", lambda: stage_curate(spec, prompts, work)),
