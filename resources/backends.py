@@ -12,6 +12,8 @@ persist answers while the rest are still being generated.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +39,13 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def seed_for(self, sample_index: int) -> int:
-        """Each sample of a prompt gets its own seed, so its n samples differ and each is reproducible."""
-        return self.seed + sample_index
+    def seed_for(self, sample_index: int, prompt: Prompt | list[int]) -> int:
+        """A request's own seed: the same (seed, prompt, sample) always gets the same one, so a sample is
+        reproducible alone or in any batch; the n samples of a prompt, and two prompts, get different
+        ones, so their random draws are independent (a seed shared by every prompt would correlate them).
+        31 bits, which every backend's seed field takes."""
+        payload = json.dumps([self.seed, sample_index, prompt], ensure_ascii=False)
+        return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:4], "big") >> 1
 
 
 @dataclass(frozen=True)

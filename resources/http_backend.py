@@ -82,7 +82,7 @@ class HttpBackend(TeacherBackend):
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "seed": params.seed_for(request.sample_index),
+            "seed": params.seed_for(request.sample_index, request.prompt),
             "n": 1,  # each sample is its own request, so each is cached and retried alone
             **self.extra_body,
         }

@@ -129,7 +129,7 @@ class TransformersBackend(TeacherBackend):
 
     def generate_ids(self, batch: list[list[int]], params: SamplingParams) -> list[list[int]]:
         """Generate for already tokenized prompts (their sample 0); returns the new token ids of each."""
-        return self._generate(batch, params, [params.seed_for(0)] * len(batch))[0]
+        return self._generate(batch, params, [params.seed_for(0, ids) for ids in batch])[0]
 
     def _generate(
         self, batch: list[list[int]], params: SamplingParams, seeds: Sequence[int]
@@ -185,7 +185,7 @@ class TransformersBackend(TeacherBackend):
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            seeds = [params.seed_for(requests[i].sample_index) for i in chunk]
+            seeds = [params.seed_for(requests[i].sample_index, requests[i].prompt) for i in chunk]
             ids_per_prompt, recorder = self._generate([encoded[i] for i in chunk], params, seeds)
             top_ids, top_logprobs = recorder.arrays() if recorder else (None, None)
             for j, (i, ids) in enumerate(zip(chunk, ids_per_prompt)):

@@ -66,14 +66,14 @@ class VLLMBackend(TeacherBackend):
     def encode(self, prompt: Prompt) -> list[int]:
         return list(encode_prompt(self.tokenizer, prompt))
 
-    def sampling_params(self, params: SamplingParams, sample_index: int) -> Any:
+    def sampling_params(self, params: SamplingParams, request: Request) -> Any:
         vllm = import_vllm()
         return vllm.SamplingParams(
             n=1,  # each sample is its own request, cached and seeded alone
             temperature=params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_new_tokens,
-            seed=None if params.greedy else params.seed_for(sample_index),
+            seed=None if params.greedy else params.seed_for(request.sample_index, request.prompt),
             logprobs=params.top_logprobs or None,
             stop=list(params.stop) or None,
         )
@@ -102,7 +102,7 @@ class VLLMBackend(TeacherBackend):
         """(index, completion) for the requests at `indices`; the aborted ones generated again, then failed."""
         for _ in range(self.max_retries + 1):
             prompts = [{"prompt_token_ids": self.encode(requests[i].prompt)} for i in indices]
-            sampling = [self.sampling_params(params, requests[i].sample_index) for i in indices]
+            sampling = [self.sampling_params(params, requests[i]) for i in indices]
             outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
             aborted = []
             for i, output in zip(indices, outputs):

@@ -24,8 +24,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 def tiny_teacher(tmp_path_factory) -> Path:
     """An untrained one-layer Llama with the demo tokenizer, saved as a HF checkpoint.
 
-    Special-token embeddings are zeroed (the head is tied), so it writes characters rather
-    than ending at once: with the spec's sampling, its completions are non-empty and varied,
+    Special-token embeddings are zeroed (the head is tied) and its generation config suppresses
+    them, so it writes characters rather than ending: with the spec's sampling, its completions
+    are non-empty and varied,
     and pass the quality checks that do not need right answers.
     """
     path = tmp_path_factory.mktemp("models") / "tiny_teacher"
@@ -34,6 +35,9 @@ def tiny_teacher(tmp_path_factory) -> Path:
     model = LlamaForCausalLM(llama_config(tokenizer, hidden_size=32, num_hidden_layers=1))
     with torch.no_grad():
         model.model.embed_tokens.weight[tokenizer.all_special_ids] = 0.0
+    # Never sampled either: the backends sample from the model's distribution as it is (no top-k), so an
+    # end token or a role marker would otherwise start some completions now and then.
+    model.generation_config.suppress_tokens = list(tokenizer.all_special_ids)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

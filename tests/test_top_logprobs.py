@@ -225,3 +225,13 @@ def test_each_sample_is_seeded_from_its_index_alone_or_in_a_batch(local):
     assert batched == alone
     assert len(set(alone)) > 1  # the samples differ from one another
     assert [c.text for c in local.complete(samples, SamplingParams(8, 1.0, seed=12))] != alone
+
+
+def test_a_requests_seed_is_its_own_and_independent_of_other_prompts():
+    params = SamplingParams(temperature=1.0, seed=3)
+    chat = [{"role": "user", "content": "Reverse the letters: abc"}]
+    assert params.seed_for(0, chat) == params.seed_for(0, [dict(m) for m in chat])  # a pure function
+    seeds = {params.seed_for(s, p) for s in range(4) for p in (chat, "raw text", [1, 2, 3])}
+    assert len(seeds) == 12  # every (sample, prompt) draws apart: no stream shared across prompts
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert SamplingParams(temperature=1.0, seed=4).seed_for(0, chat) != params.seed_for(0, chat)
