@@ -18,7 +18,7 @@ import dagster as dg
 
 from distill_assets.k8s_deploy import GPU_TOLERATION, gpu_resources
 from distill_assets.spec import LOCAL_STORAGE_ENV, SPEC_ENV, STORAGE_ENV, TaskSpec, TeacherPodSpec, TeacherSpec
-from resources.storage import ArtifactStore, partition_file_stem, read_frame
+from resources.storage import ArtifactStore, partition_file_stem, scan_frame
 
 PASSED_ENV = (SPEC_ENV, STORAGE_ENV, LOCAL_STORAGE_ENV, "DISTILL_GPUS_PER_STEP")
 
@@ -73,4 +73,4 @@ def generate_in_pod(
         kwargs = k8s_run_kwargs(teacher.k8s, args, env)
     result = client.run(context=context, **kwargs).get_materialize_result()
     # An Output, not a bare frame: Dagster yields what a Pipes session reported, so the step is a generator.
-    return dg.Output(read_frame(out), metadata=dict(result.metadata or {}))
+    return dg.Output(scan_frame(out), metadata=dict(result.metadata or {}))  # streamed into the asset's frame

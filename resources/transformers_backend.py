@@ -185,7 +185,7 @@ class TransformersBackend(TeacherBackend):
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            seeds = [params.seed_for(requests[i].sample_index, requests[i].prompt) for i in chunk]
+            seeds = [params.seed_for(requests[i].sample_index, encoded[i]) for i in chunk]  # as generate_ids seeds
             ids_per_prompt, recorder = self._generate([encoded[i] for i in chunk], params, seeds)
             top_ids, top_logprobs = recorder.arrays() if recorder else (None, None)
             for j, (i, ids) in enumerate(zip(chunk, ids_per_prompt)):

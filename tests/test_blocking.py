@@ -110,9 +110,11 @@ def test_contamination_guard(spec_file):
         spec, Partitions.from_spec(spec))}  # fmt: skip
     guard = checks["no_eval_prompts_in_training"]
     training = pl.DataFrame({"prompt": ["Reverse the letters: abc", "Reverse the letters: xyz"]})
-    clean = guard(training_set=training, eval_set={"reverse": pl.DataFrame({"prompt": ["Reverse the letters: qqq"]})})
+    clean = guard(
+        training_set=training.lazy(), eval_set={"reverse": pl.DataFrame({"prompt": ["Reverse the letters: qqq"]})}
+    )
     leaked = guard(
-        training_set=training, eval_set={"reverse": pl.DataFrame({"prompt": ["  reverse THE letters: xyz"]})}
+        training_set=training.lazy(), eval_set={"reverse": pl.DataFrame({"prompt": ["  reverse THE letters: xyz"]})}
     )
     assert clean.passed and not leaked.passed
     assert leaked.metadata["contaminated_rows"].value == 1

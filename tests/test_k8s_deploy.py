@@ -132,7 +132,7 @@ def test_generation_entrypoint_through_pipes(spec_file, monkeypatch):
         metadata = instance.get_latest_materialization_event(
             dg.AssetKey("synthetic_completions")
         ).asset_materialization.metadata
-    frame = result.output_for_node("synthetic_completions")
+    frame = result.output_for_node("synthetic_completions").collect()  # the pod's file, streamed
     assert frame.height == 12 and set(frame["teacher"]) == {"teacher_a"}
     assert metadata["completions"].value == 12 and metadata["generated_in"].value == "pipes"
     assert entrypoint_args(teacher, task, "x")[-2:] == ["--out", "x"]
