@@ -37,7 +37,10 @@ def demo_training_set(rows: int) -> pl.DataFrame:
     for task in TASKS:
         for line in (DATA_DIR / f"{task}_train.jsonl").read_text().splitlines()[:per_task]:
             row = json.loads(line)
-            records.append({"task": task, "teacher": "teacher_a", "prompt": row["prompt"], "completion": row["answer"]})
+            records.append(
+                {"task": task, "teacher": "teacher_a", "teacher_version": "reference", "prompt": row["prompt"],
+                 "completion": row["answer"]}
+            )  # fmt: skip
     frame = pl.DataFrame(records).sample(fraction=1.0, shuffle=True, seed=0)
     return frame.with_columns(
         messages=pl.Series(
