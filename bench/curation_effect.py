@@ -60,10 +60,10 @@ def main() -> None:
     raw = {key: frame.with_columns(dropped_by=pl.lit(None, pl.String)) for key, frame in curated.items()}
 
     arms = {
-        "without curation": merge_routed(raw, spec, routing),
+        "without curation": merge_routed(raw, spec, routing).collect(),  # lazy: the pipeline's frames stream
         "with curation": dedup_across(
             merge_routed({k: kept(f) for k, f in curated.items()}, spec, routing), spec.quality
-        )[0],
+        )[0].collect(),
     }
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,7 @@ def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.D
     """(training set, eval set per task, routing): the routed, curated completions merged and deduplicated."""
     curated, evals, routing = routed_data(spec, device)
     merged = merge_routed({key: kept(frame) for key, frame in curated.items()}, spec, routing)
-    return dedup_across(merged, spec.quality)[0], evals, routing
+    return dedup_across(merged, spec.quality)[0].collect(), evals, routing  # lazy: the pipeline's frames stream
 
 
 def train_and_score(job: dict) -> dict:
