@@ -22,7 +22,15 @@ from polars.io.plugins import register_io_source
 # Rows per chunk and per Parquet row group: 15 MB of top-20 ids and log-probs at 64 tokens. Read when
 # used, so that a process may set it (the memory test sets it lower to have many chunks in a small frame).
 CHUNK_ROWS = 2_000
-TOPK_COLUMNS = ("topk_ids", "topk_logprobs", "topk_tokens")  # per generated token, the teacher's top-k
+# Per generated token, the teacher's top-k alternatives, most likely first: their token ids (null where the
+# backend gives none, as an OpenAI-compatible endpoint does), their log-probabilities, and their strings only
+# where there are no ids. Null for the whole row when top_logprobs is 0 and for failed requests.
+TOPK_SCHEMA = {
+    "topk_ids": pl.List(pl.List(pl.Int32)),
+    "topk_logprobs": pl.List(pl.List(pl.Float16)),
+    "topk_tokens": pl.List(pl.List(pl.String)),
+}
+TOPK_COLUMNS = tuple(TOPK_SCHEMA)
 
 Frame = pl.DataFrame | pl.LazyFrame
 

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill_assets.frames import TOPK_SCHEMA
 from distill_assets.spec import Spec, TaskSpec, TeacherSpec
 from resources.backends import Messages, Progress, Prompt, Request, SamplingParams, TeacherBackend, TopK
 
@@ -27,12 +28,7 @@ COMPLETION_SCHEMA = {
     "num_tokens": pl.Int64,
     "finish_reason": pl.String,
     "error": pl.String,  # null when the teacher answered; the reason when it failed after its retries
-    # Per generated token, the teacher's top-k alternatives, most likely first (generation.top_logprobs > 0;
-    # null otherwise and for failed requests): their token ids (null where the backend gives none, as an
-    # OpenAI-compatible endpoint does), their log-probabilities, and their strings only where there are no ids.
-    "topk_ids": pl.List(pl.List(pl.Int32)),
-    "topk_logprobs": pl.List(pl.List(pl.Float16)),
-    "topk_tokens": pl.List(pl.List(pl.String)),
+    **TOPK_SCHEMA,  # per generated token, the teacher's top-k (generation.top_logprobs > 0)
     "teacher": pl.String,
     "teacher_version": pl.String,
 }

@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 import yaml
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from upath import UPath
 
 from distill_assets.demo.make_data import DATA_DIR
 from distill_assets.demo.shrunken import TASKS as TASKS  # tests import the demo's task names from here
@@ -133,3 +136,13 @@ def tiny_smollm2_padded(tmp_path_factory, smollm2_tokenizer) -> Path:
     """The same on a padded vocabulary: 64 embedding rows past the tokenizer's 49,152 (another seed)."""
     out = tmp_path_factory.mktemp("models") / "tiny_smollm2_padded"
     return tiny_llama_on(smollm2_tokenizer, out, vocab_rows=SMOLLM2_VOCAB + 64, seed=1)
+
+
+@pytest.fixture
+def memory_root() -> str:
+    """A fresh artifact root on fsspec's in-memory object store, removed afterwards."""
+    root = f"memory://distill-test-{uuid.uuid4().hex[:8]}/artifacts"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(UPath(root).path):
+        fs.rm(UPath(root).path, recursive=True)

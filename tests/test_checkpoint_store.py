@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
-import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from upath import UPath
@@ -32,15 +31,6 @@ from tests.test_pipes_training import demo_training_set, pipes_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "sub/extra.bin")
-
-
-@pytest.fixture
-def memory_root() -> str:
-    root = f"memory://distill-test-{uuid.uuid4().hex[:8]}/artifacts"
-    yield root
-    fs = fsspec.filesystem("memory")
-    if fs.exists(UPath(root).path):
-        fs.rm(UPath(root).path, recursive=True)
 
 
 def write_checkpoint(folder: Path, run: int) -> Path:

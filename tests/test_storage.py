@@ -1,10 +1,8 @@
 """The artifact root as a local folder (unchanged) or an object-store URL, on fsspec's in-memory file system."""
 
-import uuid
 from pathlib import Path
 
 import dagster as dg
-import fsspec
 import polars as pl
 import pytest
 from upath import UPath
@@ -12,16 +10,6 @@ from upath import UPath
 from distill_assets.definitions import build_definitions
 from distill_assets.spec import load_spec
 from resources.storage import ArtifactStore, ParquetIOManager
-
-
-@pytest.fixture
-def memory_root() -> str:
-    root = f"memory://distill-test-{uuid.uuid4().hex[:8]}/artifacts"
-    yield root
-    fs = fsspec.filesystem("memory")
-    if fs.exists(UPath(root).path):
-        fs.rm(UPath(root).path, recursive=True)
-
 
 parts = dg.StaticPartitionsDefinition(["a", "b"])
 
