@@ -18,7 +18,7 @@ import psutil
 import torch
 
 from distill_assets.generation import chat_prompt
-from distill_assets.metrics import METRICS
+from distill_assets.metrics import scorer
 from distill_assets.spec import EvaluationSpec, TaskSpec
 from resources.backends import Progress, Prompt, SamplingParams, TeacherBackend
 from resources.transformers_backend import TransformersBackend
@@ -53,7 +53,7 @@ def score_predictions(
     prompt_of = prompt_of or (lambda p: chat_prompt(p, task.system_prompt))
     params = SamplingParams(max_new_tokens=settings.max_new_tokens, stop=tuple(stop))
     completions = backend.generate([prompt_of(p) for p in eval_set["prompt"]], params, progress)
-    metric = METRICS[task.metric]
+    metric = scorer(task.headline.name, task.headline.settings)
     predictions = [c.text for c in completions]
     return pl.DataFrame(
         {
@@ -63,7 +63,7 @@ def score_predictions(
             "prompt_id": eval_set["prompt_id"],
             "prediction": predictions,
             "reference": eval_set["reference"],
-            "score": [metric(p, r) for p, r in zip(predictions, eval_set["reference"])],
+            "score": [metric(q, p, r) for q, p, r in zip(eval_set["prompt"], predictions, eval_set["reference"])],
         },
         schema=PREDICTION_SCHEMA,
     )

@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from distill_assets.envrefs import ENV_REFERENCE, expand_env
 from distill_assets.methods import METHODS
+from distill_assets.metrics import metric_module, needs_reference
+from distill_assets.metrics.base import NoSettings
 from distill_assets.specbase import Name, StrictModel
 
 SPEC_ENV = "DISTILL_SPEC"
@@ -101,6 +111,39 @@ class JudgeSpec(StrictModel):
     )
 
 
+class MetricSpec(StrictModel):
+    """One of a task's metrics: a registered name or a user's `package.module:function`, with its settings.
+
+    The spec writes it as a name (`exact_match`) or a mapping whose other keys are the metric's
+    settings (`{name: numeric, rel_tol: 0.01}`); it is dumped the same way.
+    """
+
+    name: str
+    settings: SerializeAsAny[StrictModel] = NoSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_of_the_metric(cls, data):
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ValueError("a metric is a name, or a mapping with `name` and the metric's settings")
+        if isinstance(data.get("settings"), StrictModel):
+            return data
+        name, params = data["name"], {k: v for k, v in data.items() if k != "name"}
+        module = metric_module(name)  # ValueError naming the unknown metric
+        try:
+            return {"name": name, "settings": module.Settings.model_validate(params)}
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"{name}: {problems}") from None
+
+    @model_serializer
+    def _flat(self) -> str | dict:
+        settings = self.settings.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return {"name": self.name, **settings} if settings else self.name
+
+
 class TaskSpec(StrictModel):
     name: Name
     source: str = Field(description="JSONL, Parquet or CSV file, or a `datasets` directory")
@@ -110,7 +153,13 @@ class TaskSpec(StrictModel):
     prompt_field: str = "prompt"
     reference_field: str | None = Field("answer", description="the reference answer, if any")
     id_field: str | None = Field(None, description="a stable id column; by default the prompt's hash")
-    metric: Literal["exact_match"] = "exact_match"
+    metrics: list[MetricSpec] = Field(
+        default_factory=lambda: [MetricSpec(name="exact_match")],
+        min_length=1,
+        description="how answers are scored, the first the headline (retention, routing, agreement): exact_match, "
+        "normalized_match, numeric, contains, choice, token_f1, rouge_l, chrf, json_valid, judge, or "
+        "`package.module:function`; settings in a mapping, e.g. {name: numeric, rel_tol: 0.01} (docs/metrics.md)",
+    )
     eval_size: int = Field(200, ge=1)
     max_train_prompts: int | None = Field(
         None, ge=1, description="use only the first N training prompts (a sample, to try a spec or a slow teacher)"
@@ -138,6 +187,37 @@ class TaskSpec(StrictModel):
         description="training prompts held out as a dev split, disjoint from eval, on which teachers are scored "
         "for routing (default 100 with `routing: auto`, else 0)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_is_a_list(cls, data):
+        if isinstance(data, dict) and "metric" in data:
+            raise ValueError(
+                f"metric: the field is `metrics`, a list whose first is the headline, e.g. metrics: [{data['metric']}]"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> TaskSpec:
+        names = [m.name for m in self.metrics]
+        if len(set(names)) < len(names):
+            raise ValueError(f"metrics: each metric once; {sorted({n for n in names if names.count(n) > 1})} repeat")
+        if self.reference_field is None:
+            for name in filter(needs_reference, names):
+                raise ValueError(
+                    f"metrics: {name} compares answers with a reference, but reference_field is null; "
+                    "score a task without references with `judge` (and agreement with the teacher)"
+                )
+        return self
+
+    @property
+    def headline(self) -> MetricSpec:
+        """The metric retention, routing and agreement use: the first listed."""
+        return self.metrics[0]
+
+    def needs_reference(self) -> bool:
+        """Whether any of the task's metrics compares with a reference (its eval prompts then need one)."""
+        return any(needs_reference(m.name) for m in self.metrics)
 
     @model_validator(mode="after")
     def _known_verifier(self) -> TaskSpec:
@@ -461,6 +541,9 @@ class Spec(StrictModel):
         for task in self.tasks:
             if task.judge and task.judge.teacher not in teachers:
                 raise ValueError(f"tasks.{task.name}.judge.teacher: unknown teacher {task.judge.teacher!r}")
+            for judge in (m.settings for m in task.metrics if m.name == "judge"):
+                if judge.teacher not in teachers:
+                    raise ValueError(f"tasks.{task.name}.metrics.judge.teacher: unknown teacher {judge.teacher!r}")
             for name in self.candidates(task.name) if auto else [routed.get(task.name)]:
                 if name and (task.samples or 1) > 1 and self.teacher(name).generation.temperature == 0:
                     raise ValueError(

@@ -49,16 +49,20 @@ def _files(spec: Spec, *paths: str | None) -> list:
     return out
 
 
-def _block(model, *files) -> str:
-    return _short(json.dumps([model.model_dump(mode="json"), *files], sort_keys=True).encode())
+def _block(model, *files, exclude: set[str] | None = None) -> str:
+    return _short(json.dumps([model.model_dump(mode="json", exclude=exclude), *files], sort_keys=True).encode())
 
 
 def task_versions(spec: Spec) -> dict[str, str]:
-    """task name -> a hash of its spec block, its quality bounds and its input files."""
-    return {
-        t.name: _block(t, spec.quality_for(t.name).model_dump(mode="json"), _files(spec, t.source, t.eval_source))
-        for t in spec.tasks
-    }
+    """task name -> a hash of its spec block, its quality bounds and its input files.
+
+    The task's metrics are left out: they score evaluations only, so `evaluation_version` holds them.
+    """
+    versions = {}
+    for t in spec.tasks:
+        files = _files(spec, t.source, t.eval_source)
+        versions[t.name] = _block(t, spec.quality_for(t.name).model_dump(mode="json"), files, exclude={"metrics"})
+    return versions
 
 
 def student_versions(spec: Spec) -> dict[str, str]:
@@ -67,8 +71,17 @@ def student_versions(spec: Spec) -> dict[str, str]:
 
 
 def evaluation_version(spec: Spec) -> str:
-    """A hash of the evaluation settings (max_new_tokens, batch sizes, timed requests, price)."""
-    return _block(spec.evaluation)
+    """A hash of the evaluation settings (max_new_tokens, batch sizes, timed requests, price) and of the tasks'
+    metrics where a task does not keep the default (exact_match), with the version of each judging teacher."""
+    metrics = {
+        t.name: [
+            [m.model_dump(mode="json") for m in t.metrics],
+            [spec.teacher(m.settings.teacher).version() for m in t.metrics if m.name == "judge"],
+        ]
+        for t in spec.tasks
+        if [m.model_dump(mode="json") for m in t.metrics] != ["exact_match"]
+    }
+    return _block(spec.evaluation, *([metrics] if metrics else []))
 
 
 def frame_version(frame: pl.DataFrame | pl.LazyFrame, rows: int | None = None) -> str:

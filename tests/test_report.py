@@ -4,16 +4,9 @@ import polars as pl
 import pytest
 
 from distill_assets.evaluation import PREDICTION_SCHEMA
-from distill_assets.metrics import exact_match
 from distill_assets.report import assemble_report, build_report, to_markdown, write_report
 from distill_assets.spec import load_spec
 from distill_assets.versions import write_lineage
-
-
-def test_exact_match_ignores_surrounding_whitespace_only():
-    assert exact_match(" 2021-03-05\n", "2021-03-05") == 1.0
-    assert exact_match("2021-3-5", "2021-03-05") == 0.0
-    assert exact_match("", "x") == 0.0
 
 
 def efficiency(params: int, latency: float) -> dict:
