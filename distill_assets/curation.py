@@ -21,6 +21,7 @@ import polars as pl
 
 from distill_assets.frames import Frame, beside, lazy, light, rows_where
 from distill_assets.inputs import normalise_text
+from distill_assets.metrics.judge import Settings as JudgeMetric
 from distill_assets.spec import JudgeSpec, QualitySpec
 from distill_assets.verifiers import Verifier
 from resources.backends import SamplingParams, TeacherBackend
@@ -73,10 +74,12 @@ def parse_score(text: str) -> float | None:
     return value if 0.0 <= value <= 10.0 else None
 
 
-def judge_messages(rubric: str, prompt: str, completion: str) -> list[dict[str, str]]:
+def judge_messages(rubric: str, prompt: str, completion: str, reference: str | None = None) -> list[dict[str, str]]:
+    """The judge's chat: the rubric, then the question, the reference answer when given, and the answer."""
+    shown = f"Reference answer:\n{reference}\n\n" if reference is not None else ""
     return [
         {"role": "system", "content": rubric},
-        {"role": "user", "content": f"Question:\n{prompt}\n\nAnswer:\n{completion}\n\nScore the answer."},
+        {"role": "user", "content": f"Question:\n{prompt}\n\n{shown}Answer:\n{completion}\n\nScore the answer."},
     ]
 
 
@@ -93,10 +96,16 @@ class JudgeFailed(RuntimeError):
 
 
 def judge_scores(
-    backend: TeacherBackend, prompts: Sequence[str], completions: Sequence[str], judge: JudgeSpec
+    backend: TeacherBackend,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    judge: JudgeSpec | JudgeMetric,
+    references: Sequence[str | None] | None = None,
 ) -> list[JudgeVerdict]:
-    """The judge's verdict per completion; a failed request is a verdict with its error, not a reply."""
-    chats = [judge_messages(judge.rubric, p, c) for p, c in zip(prompts, completions)]
+    """The judge's verdict per completion (against its reference, when given: the `judge` metric);
+    a failed request is a verdict with its error, not a reply."""
+    references = references if references is not None else [None] * len(prompts)
+    chats = [judge_messages(judge.rubric, p, c, r) for p, c, r in zip(prompts, completions, references)]
     replies = backend.generate(chats, SamplingParams(max_new_tokens=judge.max_new_tokens, temperature=0.0))
     return [JudgeVerdict(parse_score(r.text), r.text) if r.ok else JudgeVerdict(None, "", r.error) for r in replies]
 

@@ -104,3 +104,14 @@ def paired_bootstrap(
 def measurable(difference: Interval) -> bool:
     """Whether a difference's interval excludes zero; where it covers zero there is no measurable difference."""
     return not np.isnan(difference.low) and not difference.covers(0.0)
+
+
+def stratified_mean(
+    groups: Sequence[Sequence[float | None] | np.ndarray], resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> Interval:
+    """The mean of the groups' means (a model's mean over tasks), each group resampled on its own."""
+    arrays = [x[~np.isnan(x)] for x in map(_values, groups)]
+    if not arrays or any(x.size == 0 for x in arrays):
+        return _NONE
+    draws = np.mean([_resampled_means(x[:, None], resamples, seed + i)[:, 0] for i, x in enumerate(arrays)], axis=0)
+    return Interval(float(np.mean([x.mean() for x in arrays])), *_bounds(draws, level))

@@ -263,3 +263,56 @@ def _pyplot():
 def embed_url(path: Path) -> str:
     """The PNG as a base64 data URL, for markdown metadata (Dagster has no chart metadata type)."""
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def task_score_points(report: dict) -> dict[str, list[tuple[str, str, float, float, float, float]]]:
+    """Per task: (model, role, latency, headline score, low, high) of every model measured and scored on it.
+
+    Teachers are scored as teachers, students after distillation."""
+    out: dict[str, list] = {}
+    for task, entry in report["tasks"].items():
+        rows = {(r["model"], r["stage"]): r for r in entry.get("scores", []) if r["metric"] == entry.get("headline")}
+        points = []
+        for name, model in report["models"].items():
+            r = rows.get((name, "teacher" if model["role"] == "teacher" else "after"))
+            if r and r.get("score") is not None and model.get("latency_ms_p50") is not None:
+                low, high = (r["low"], r["high"]) if r.get("low") is not None else (r["score"], r["score"])
+                points.append((name, model["role"], model["latency_ms_p50"], r["score"], low, high))
+        out[task] = points
+    return out
+
+
+def task_plots_figure(report: dict) -> Figure:
+    """One panel per task: each model's headline score against its latency, the score's 95% interval as a bar."""
+    plt = _pyplot()
+    points = task_score_points(report)
+    fig, axes = plt.subplots(1, max(len(points), 1), figsize=(4.2 * max(len(points), 1), 3.8), dpi=110, squeeze=False)
+    for ax, (task, rows) in zip(axes[0], points.items()):
+        for role, marker, color in (("teacher", "s", "tab:red"), ("student", "o", "tab:blue")):
+            mine = [r for r in rows if r[1] == role]
+            if mine:
+                ax.errorbar([r[2] for r in mine], [r[3] for r in mine],
+                            yerr=[[r[3] - r[4] for r in mine], [r[5] - r[3] for r in mine]],
+                            fmt=marker, color=color, capsize=3, label=f"{role}s")  # fmt: skip
+        for name, _, latency, score, _, _ in rows:
+            ax.annotate(name, (latency, score), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        _latency_axis(ax, [r[2] for r in rows])
+        metric = report["tasks"][task].get("headline", "score")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("latency p50, ms (log scale)", fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.set_ylim(-0.04, 1.06)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"Headline score against latency per task (95% intervals; {report['hardware']})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_task_plots(report: dict, path: Path) -> Path:
+    """A PNG with one panel per task: score against latency, with error bars."""
+    fig = task_plots_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path

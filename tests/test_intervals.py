@@ -47,3 +47,16 @@ def test_estimates_ratio_missing_scores_and_the_seed():
     assert np.isnan(paired_bootstrap([1, 1], [0, 0])[1].estimate)  # a teacher scoring 0: no retention
     with pytest.raises(ValueError, match="one pair per prompt"):
         paired_bootstrap([1, 0], [1])
+
+
+def test_the_mean_over_tasks_resamples_each_task_on_its_own():
+    from distill_assets.intervals import stratified_mean
+
+    rng = np.random.default_rng(5)
+    covered, draws = 0, 300
+    for i in range(draws):  # two tasks of different sizes and accuracies: the truth is (0.9 + 0.5) / 2
+        interval = stratified_mean([rng.random(200) < 0.9, rng.random(50) < 0.5], resamples=1000, seed=i)
+        covered += interval.covers(0.7)
+    assert 0.92 <= covered / draws <= 0.98
+    assert stratified_mean([[1.0, 1.0], [0.0]]).estimate == 0.5  # the mean of means, not of all prompts
+    assert np.isnan(stratified_mean([[1.0], []]).estimate)

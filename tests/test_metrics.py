@@ -83,7 +83,8 @@ def test_choice_takes_the_label_the_answer_names_first():
     assert choice.score("", "billing", labels) == 0.0
     assert choice.score("ＯＴＨＥＲ", "other", labels) == 1.0
     assert choice.named_label("a billing issue", ["billing", "billing issue"]) == "billing issue"
-    with pytest.raises(Unscorable, match="none of the labels"):
+    assert choice.score("billing", "Billing, I'd say", labels) == 1.0  # a teacher's answer as the reference
+    with pytest.raises(Unscorable, match="names none of the labels"):
         choice.score("billing", "refund", labels)
 
 

@@ -9,6 +9,22 @@ from distill_assets.spec import load_spec
 from distill_assets.versions import write_lineage
 
 
+def predictions(rows: list[tuple[str, str, str, float]], prompts: int = 10) -> pl.DataFrame:
+    """Per-prompt evaluation frames from (model, stage, task, score) rows: each of `prompts` prompts scored `score`."""
+    frames = [
+        pl.DataFrame(
+            {
+                "model": model, "stage": stage, "task": task, "prompt_id": [f"{task}{i}" for i in range(prompts)],
+                "prompt": "q", "prediction": "x", "reference": "x", "metric": "exact_match", "score": score,
+                "scores": [[{"metric": "exact_match", "score": score, "error": None}]] * prompts,
+            },
+            schema=PREDICTION_SCHEMA,
+        )
+        for model, stage, task, score in rows
+    ]  # fmt: skip
+    return pl.concat(frames)
+
+
 def efficiency(params: int, latency: float) -> dict:
     return {
         "parameters": params, "checkpoint_mb": params * 2 / 2**20, "ttft_ms_p50": latency / 4,
@@ -27,14 +43,13 @@ def test_retention_is_student_over_routed_teacher(spec_file, tmp_path):
     for student, after in (("student_m", 0.4), ("student_s", 0.2)):
         for task in ("dates", "units", "reverse"):
             rows += [(student, "before", task, 0.0), (student, "after", task, after)]
-    scores = pl.DataFrame(rows, schema=["model", "stage", "task", "score"], orient="row")
     eff = {
         "teacher_a": efficiency(1000, 40.0),
         "teacher_b": efficiency(1000, 40.0),
         "student_m": efficiency(250, 16.0),
         "student_s": efficiency(100, 10.0),
     }
-    report = build_report(spec, scores, eff, "test cpu")
+    report = build_report(spec, predictions(rows), eff, "test cpu")
     m = report["tasks"]
     assert m["dates"]["students"]["student_m"]["retention"] == pytest.approx(0.4)
     assert m["units"]["students"]["student_m"]["retention"] == pytest.approx(0.5)
@@ -46,7 +61,10 @@ def test_retention_is_student_over_routed_teacher(spec_file, tmp_path):
     assert student["vs_teachers"]["teacher_a"]["latency_speedup"] == 2.5
 
     md = to_markdown(report)
-    assert "| reverse | teacher_b | 0.100 | 0.500 | 0.000 | 0.400 | 80.0% |" in md
+    assert (
+        "| reverse | **exact_match** | teacher_b | 0.100 [0.100, 0.100] | 0.500 [0.500, 0.500] | 0.000 | "
+        "0.400 [0.400, 0.400] | 80.0% [80.0%, 80.0%] |"
+    ) in md
     assert "| student_s | student | 100 |" in md
     md_path, json_path = write_report(report, tmp_path / "report")
     assert json.loads(json_path.read_text()) == report
@@ -57,7 +75,9 @@ def _predictions(model: str, stage: str, task: str, right: int, of: int = 4) -> 
     return pl.DataFrame(
         {
             "model": model, "stage": stage, "task": task, "prompt_id": [f"{task}{i}" for i in range(of)],
-            "prediction": "x", "reference": "x", "score": [1.0] * right + [0.0] * (of - right),
+            "prompt": "q", "prediction": "x", "reference": "x", "metric": "exact_match",
+            "score": [1.0] * right + [0.0] * (of - right),
+            "scores": [[{"metric": "exact_match", "score": float(i < right), "error": None}] for i in range(of)],
         },
         schema=PREDICTION_SCHEMA,
     )  # fmt: skip

@@ -7,13 +7,13 @@ import polars as pl
 
 from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.routing_assets import routed_completions, routed_inputs
-from distill_assets.evaluation import measure_efficiency, score_predictions, task_scores
+from distill_assets.evaluation import judges, measure_efficiency, metric_summary, score_predictions, worst_prompts
 from distill_assets.frames import light
 from distill_assets.generation import chat_prompt, prompt_mode, teacher_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
 from distill_assets.plots import embed_url
-from distill_assets.report import assemble_report, to_markdown
+from distill_assets.report import assemble_report, headline_summary, interval_text, to_markdown
 from distill_assets.spec import Spec
 from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
@@ -28,11 +28,28 @@ GPU = {"pool": "gpu", "op_tags": gpu_op_tags()}  # serialised on the GPU; on Kub
 
 
 def _scores_metadata(predictions: pl.DataFrame) -> dict:
-    scores = task_scores(predictions)
+    """Each stage and task's headline score with its 95% interval, every metric in a table, and the worst answers."""
+    summary = metric_summary(predictions)
+    headline = summary.filter("headline")
+    table = summary.select(
+        "stage", "task", "metric", pl.col("score").round(4),
+        interval=pl.format("[{}, {}]", pl.col("low").round(3), pl.col("high").round(3)), n="n", unscored="failed",
+    )  # fmt: skip
     return {
-        "scores": dg.MetadataValue.md(markdown_table(scores)),
-        **{f"{r['stage']}/{r['task']}": round(r["score"], 4) for r in scores.iter_rows(named=True)},
+        **{f"{r['stage']}/{r['task']}": _score_value(r["score"]) for r in headline.iter_rows(named=True)},
+        **{
+            f"{r['stage']}/{r['task']} 95% CI": f"{interval_text(r)} ({r['metric']})"
+            for r in headline.iter_rows(named=True)
+        },
+        "scores": dg.MetadataValue.md(markdown_table(table)),
+        "worst_prompts": dg.MetadataValue.md(
+            markdown_table(worst_prompts(predictions.filter(pl.col("stage") != "before")))
+        ),
     }
+
+
+def _score_value(score: float | None) -> dg.MetadataValue:
+    return dg.MetadataValue.float(round(score, 4)) if score is not None else dg.MetadataValue.null()
 
 
 def build(spec: Spec, partitions: Partitions) -> list:
@@ -73,15 +90,22 @@ def teacher_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         mode = prompt_mode(teacher, spec)
         ask = {"prompt_of": lambda p: teacher_prompt(teacher, task, p, mode), "stop": teacher.generation.stop}
         frames, sent, cached = [], 0, 0
-        with cached_teacher(teacher, spec, accelerator, store.generation_cache_path()) as backend:
+        cache = store.generation_cache_path()
+        with cached_teacher(teacher, spec, accelerator, cache) as backend, judges(spec, accelerator, cache) as grade:
             for stage, prompts in splits.items():
                 if prompts.height:
-                    frames.append(
-                        score_predictions(backend, prompts, task, spec.evaluation, teacher.name, stage, **ask)
-                    )
+                    dev = stage == "dev"  # routing reads the headline only
+                    scored = score_predictions(
+                        backend, prompts, task, spec.evaluation, teacher.name, stage, **ask, grader=grade,
+                        headline_only=dev,
+                    )  # fmt: skip
+                    frames.append(scored)
                     sent, cached = sent + backend.stats.sent, cached + backend.stats.cached
+            judged = grade.metadata()
         predictions = pl.concat(frames)
-        context.add_output_metadata({**_scores_metadata(predictions), "requests_sent": sent, "cached_hits": cached})
+        context.add_output_metadata(
+            {**_scores_metadata(predictions), "requests_sent": sent, "cached_hits": cached, **judged}
+        )
         return predictions
 
     return teacher_evaluation
@@ -91,7 +115,8 @@ def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
     settings = spec.evaluation
 
     @dg.asset(
-        description="A student's predictions on every task's eval prompts, before and after distillation.",
+        description="A student's answers on every task's eval prompts, before and after distillation, each scored by "
+        "every metric of its task (the worst in the metadata; the frame under frames/student_evaluation/).",
         partitions_def=partitions.student,
         ins={"eval_set": partitions_in()},
         deps=[dg.AssetKey("student_checkpoint"), EVALUATION_SPEC],
@@ -115,18 +140,22 @@ def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
             ),
         }
         frames = []
-        for stage, make_backend in stages.items():
-            backend = make_backend()
-            try:
-                for task_name, prompts in sorted(eval_set.items()):
-                    task = spec.task(task_name)
-                    log = progress_logger(context, f"{student.name} {stage}/{task_name}")
-                    frames.append(score_predictions(backend, prompts, task, settings, student.name, stage, log))
-            finally:
-                backend.close()
+        with judges(spec, accelerator, store.generation_cache_path()) as grade:
+            for stage, make_backend in stages.items():
+                backend = make_backend()
+                try:
+                    for task_name, prompts in sorted(eval_set.items()):
+                        task = spec.task(task_name)
+                        log = progress_logger(context, f"{student.name} {stage}/{task_name}")
+                        frames.append(
+                            score_predictions(backend, prompts, task, settings, student.name, stage, log, grader=grade)
+                        )
+                finally:
+                    backend.close()
+            judged = grade.metadata()
         predictions = pl.concat(frames)
-        context.add_output_metadata(_scores_metadata(predictions))
-        return predictions
+        context.add_output_metadata({**_scores_metadata(predictions), **judged})
+        return predictions  # one row per prompt and stage: the answer, the reference, every metric's score
 
     return student_evaluation
 
@@ -227,10 +256,19 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
         context.log.info(f"report written to {files.markdown}")
         return dg.MaterializeResult(
             metadata={
-                "report": dg.MetadataValue.md(to_markdown(report, image=embed_url(files.plot))),
+                "report": dg.MetadataValue.md(
+                    to_markdown(report, image=embed_url(files.plot), task_image=embed_url(files.task_plot))
+                ),
                 "quality_vs_latency_png": dg.MetadataValue.path(str(files.plot)),
+                "score_vs_latency_per_task_png": dg.MetadataValue.path(str(files.task_plot)),
                 "report_md": dg.MetadataValue.path(str(files.markdown)),
                 "report_json": dg.MetadataValue.path(str(files.json)),
+                **{
+                    f"{name}/retention_mean": dg.MetadataValue.float(e["retention_mean"])
+                    for name, e in report["models"].items()
+                    if e["role"] == "student" and e.get("retention_mean") is not None
+                },
+                "headline": dg.MetadataValue.md(headline_summary(report)),
                 "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
                 "lineage": dg.MetadataValue.json(report["lineage"]),
             }
@@ -240,8 +278,5 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
 
 
 def _headline(report: dict) -> dict:
-    return {
-        name: {k: e.get(k) for k in ("retention_mean", "retention_min", "parameters", "latency_ms_p50")}
-        for name, e in report["models"].items()
-        if e["role"] == "student"
-    }
+    keys = ("retention_mean", "retention_min", "mean_score", "mean_score_interval", "parameters", "latency_ms_p50")
+    return {name: {k: e.get(k) for k in keys} for name, e in report["models"].items() if e["role"] == "student"}

@@ -1,8 +1,8 @@
-"""choice: the label the answer names first, out of the task's `labels`, against the reference's label.
+"""choice: the label the answer names first, out of the task's `labels`, against the label the reference names.
 
 "It's a billing problem, not shipping" names `billing` first. Labels match as whole words,
 case-folded; where two labels start at the same place the longer wins ("billing issue" over
-"billing"). A reference that is none of the labels is unscorable; an answer naming none scores 0.
+"billing"). A reference naming none of the labels is unscorable; an answer naming none scores 0.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def named_label(text: str, labels: list[str]) -> str | None:
 
 
 def score(prediction: str, reference: str, settings: Settings) -> float:
-    expected = next((label for label in settings.labels if fold(label) == fold(reference)), None)
+    expected = named_label(reference, settings.labels)  # a teacher's answer, as the reference of agreement
     if expected is None:
-        raise Unscorable(f"the reference {reference[:40]!r} is none of the labels {settings.labels}")
+        raise Unscorable(f"the reference {reference[:40]!r} names none of the labels {settings.labels}")
     return float(named_label(prediction, settings.labels) == expected)
