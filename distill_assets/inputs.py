@@ -396,7 +396,7 @@ def curate(
     """
     train, bad, dropped = load_prompts(task, source, quality, budget)
     if eval_source is None:
-        if train["reference"].null_count():
+        if task.needs_reference() and train["reference"].null_count():
             missing = train.filter(pl.col("reference").is_null()).height
             raise InputError(
                 f"{source}: {missing} prompt(s) without a reference ({task.reference_field!r}); the eval split "
@@ -404,7 +404,7 @@ def curate(
             )
         train, held = split_eval(train, task.eval_size)
     else:
-        held, eval_bad, _ = load_prompts(task, eval_source, quality, budget, need_reference=True)
+        held, eval_bad, _ = load_prompts(task, eval_source, quality, budget, need_reference=task.needs_reference())
         bad += eval_bad
         held = held.head(task.eval_size)
     if held.height == 0:

@@ -79,8 +79,11 @@ def _eval_set_suite(spec: Spec, partitions: Partitions) -> dg.AssetChecksDefinit
         description="great-expectations suite on a task's eval prompts.",
     )
     def eval_set_suite(context: dg.AssetCheckExecutionContext, eval_set: pl.DataFrame):
-        for outcome in prompt_suite(eval_set, spec.quality_for(context.partition_key), need_reference=True):
+        task = spec.task(context.partition_key)
+        for outcome in prompt_suite(eval_set, spec.quality_for(task.name), need_reference=task.needs_reference()):
             yield _result("eval_set", outcome)
+        if not task.needs_reference():  # scored by the judge and agreement with the teacher: none needed
+            yield _result("eval_set", CheckOutcome("references_present", True, "the task's metrics need no reference"))
 
     return eval_set_suite
 
