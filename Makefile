@@ -88,6 +88,7 @@ bench: setup  ## every benchmark, each printing its ratios (see bench/README.md)
 	$(PY) -m bench.storage_per_token
 	$(PY) -m bench.scale --prompts 2000 20000 --top-logprobs 20
 	$(PY) -m bench.scaling_estimate
+	$(PY) -m bench.free_form
 	$(PY) -m bench.vllm_vs_transformers
 	$(PY) -m bench.llama_server
 	$(PY) -m bench.teacher_change --train 120 --eval 20 --steps 20 --dev 20
