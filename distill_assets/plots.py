@@ -1,4 +1,4 @@
-"""The report's figure: quality against latency, one point per teacher and student, the Pareto front marked."""
+"""The report's figures: quality against latency (the Pareto front marked), and per task with error bars."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def quality_latency_points(report: dict) -> dict[str, tuple[float, float]]:
 
 
 def quality_latency_figure(report: dict) -> Figure:
-    """Mean exact match over every task against batch-1 latency, the Pareto front circled, every point named."""
+    """Mean headline score over every task against batch-1 latency, the Pareto front circled, every point named."""
     plt = _pyplot()
     points = quality_latency_points(report)
     front = pareto_front(points)
@@ -73,7 +73,7 @@ def quality_latency_figure(report: dict) -> Figure:
                    facecolors="none", edgecolors="black", zorder=4)  # fmt: skip
     _latency_axis(ax, [lat for lat, _ in points.values()])
     ax.set_xlabel(f"latency p50, ms (batch 1, {report['hardware']}; log scale)")
-    ax.set_ylabel("mean exact match over all tasks")
+    ax.set_ylabel("mean headline score over all tasks")
     ax.set_ylim(-0.02, 1.04)
     ax.grid(alpha=0.3)
     legend = ax.legend(loc="lower right", fontsize=8)
@@ -243,7 +243,7 @@ def _outside(box: Bbox, area: Bbox) -> float:
 
 
 def write_quality_latency_plot(report: dict, path: Path) -> Path:
-    """A PNG: mean exact match over every task against batch-1 latency, with the Pareto front."""
+    """A PNG: mean headline score over every task against batch-1 latency, with the Pareto front."""
     fig = quality_latency_figure(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -1,7 +1,9 @@
 """The distillation report: quality kept and efficiency gained, per task and per model.
 
-`assemble_report` turns the evaluation assets' frames into report.json, report.md and the
-quality-vs-latency figure; the `distillation_report` asset only hands it its inputs.
+`assemble_report` turns the evaluation assets' per-prompt frames into report.json, report.md
+and the figures; the `distillation_report` asset only hands it its inputs. Every score carries
+a 95% bootstrap interval over the eval prompts, and comparisons of two models on the same
+prompts a paired one (`intervals`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from distill_assets.generation import chat_prompt, prompt_mode, teacher_prompt
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import Partitions
 from distill_assets.plots import embed_url
-from distill_assets.report import assemble_report, headline_summary, interval_text, to_markdown
+from distill_assets.report import ReportFiles, assemble_report, headline_summary, interval_text, to_markdown
 from distill_assets.spec import Spec
 from distill_assets.staleness import TEACHER_SPEC
 from distill_assets.tables import markdown_table
@@ -254,27 +254,30 @@ def distillation_report_asset(spec: Spec) -> dg.AssetsDefinition:
             out_dir=store.path("report"),
         )
         context.log.info(f"report written to {files.markdown}")
-        return dg.MaterializeResult(
-            metadata={
-                "report": dg.MetadataValue.md(
-                    to_markdown(report, image=embed_url(files.plot), task_image=embed_url(files.task_plot))
-                ),
-                "quality_vs_latency_png": dg.MetadataValue.path(str(files.plot)),
-                "score_vs_latency_per_task_png": dg.MetadataValue.path(str(files.task_plot)),
-                "report_md": dg.MetadataValue.path(str(files.markdown)),
-                "report_json": dg.MetadataValue.path(str(files.json)),
-                **{
-                    f"{name}/retention_mean": dg.MetadataValue.float(e["retention_mean"])
-                    for name, e in report["models"].items()
-                    if e["role"] == "student" and e.get("retention_mean") is not None
-                },
-                "headline": dg.MetadataValue.md(headline_summary(report)),
-                "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
-                "lineage": dg.MetadataValue.json(report["lineage"]),
-            }
-        )
+        return dg.MaterializeResult(metadata=_report_metadata(report, files))
 
     return distillation_report
+
+
+def _report_metadata(report: dict, files: ReportFiles) -> dict:
+    """The report and its figures inline, the files' paths, and each student's headline with its intervals."""
+    return {
+        "report": dg.MetadataValue.md(
+            to_markdown(report, image=embed_url(files.plot), task_image=embed_url(files.task_plot))
+        ),
+        "quality_vs_latency_png": dg.MetadataValue.path(str(files.plot)),
+        "score_vs_latency_per_task_png": dg.MetadataValue.path(str(files.task_plot)),
+        "report_md": dg.MetadataValue.path(str(files.markdown)),
+        "report_json": dg.MetadataValue.path(str(files.json)),
+        **{
+            f"{name}/retention_mean": dg.MetadataValue.float(e["retention_mean"])
+            for name, e in report["models"].items()
+            if e["role"] == "student" and e.get("retention_mean") is not None
+        },
+        "headline": dg.MetadataValue.md(headline_summary(report)),
+        "summary": dg.MetadataValue.json(json.loads(json.dumps(_headline(report)))),
+        "lineage": dg.MetadataValue.json(report["lineage"]),
+    }
 
 
 def _headline(report: dict) -> dict:
