@@ -183,3 +183,24 @@ def test_a_bad_metric_fails_when_the_spec_loads_naming_it(spec_file, task, messa
     spec_file.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=message):
         load_spec(spec_file)
+
+
+def test_a_tasks_metrics_stale_its_evaluations_not_its_training_data(spec_file):
+    import yaml
+
+    from distill_assets.spec import load_spec
+    from distill_assets.versions import evaluation_version, task_versions
+
+    before = load_spec(spec_file)
+    data = yaml.safe_load(spec_file.read_text())
+    data["tasks"][0]["metrics"] = ["exact_match"]  # the default, written out: nothing changes
+    spec_file.write_text(yaml.safe_dump(data))
+    assert evaluation_version(load_spec(spec_file)) == evaluation_version(before)
+    data["tasks"][0]["metrics"] = ["exact_match", {"name": "judge", "teacher": "teacher_b"}]
+    spec_file.write_text(yaml.safe_dump(data))
+    judged = load_spec(spec_file)
+    assert task_versions(judged) == task_versions(before)  # the inputs, training data and students stay fresh
+    assert evaluation_version(judged) != evaluation_version(before)
+    data["teachers"][1]["generation"]["max_new_tokens"] = 3  # the judging teacher changed: rescored again
+    spec_file.write_text(yaml.safe_dump(data))
+    assert evaluation_version(load_spec(spec_file)) != evaluation_version(judged)
