@@ -283,29 +283,30 @@ def task_score_points(report: dict) -> dict[str, list[tuple[str, str, float, flo
 
 
 def task_plots_figure(report: dict) -> Figure:
-    """One panel per task: each model's headline score against its latency, the score's 95% interval as a bar."""
+    """One panel per task: each model's headline score against its latency, the score's 95% interval as a bar,
+    every point named where its label covers no other (as on the quality-vs-latency figure)."""
     plt = _pyplot()
     points = task_score_points(report)
-    fig, axes = plt.subplots(1, max(len(points), 1), figsize=(4.2 * max(len(points), 1), 3.8), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, max(len(points), 1), figsize=(4.4 * max(len(points), 1), 4.0), dpi=110, squeeze=False)
+    legends = []
     for ax, (task, rows) in zip(axes[0], points.items()):
         for role, marker, color in (("teacher", "s", "tab:red"), ("student", "o", "tab:blue")):
             mine = [r for r in rows if r[1] == role]
             if mine:
                 ax.errorbar([r[2] for r in mine], [r[3] for r in mine],
                             yerr=[[r[3] - r[4] for r in mine], [r[5] - r[3] for r in mine]],
-                            fmt=marker, color=color, capsize=3, label=f"{role}s")  # fmt: skip
-        for name, _, latency, score, _, _ in rows:
-            ax.annotate(name, (latency, score), xytext=(4, 4), textcoords="offset points", fontsize=7)
+                            fmt=marker, color=color, capsize=3, label=f"{role}s", zorder=3)  # fmt: skip
         _latency_axis(ax, [r[2] for r in rows])
-        metric = report["tasks"][task].get("headline", "score")
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("latency p50, ms (log scale)", fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
+        ax.set_ylabel(report["tasks"][task].get("headline", "score"), fontsize=8)
         ax.set_ylim(-0.04, 1.06)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=7)
+        legends.append(ax.legend(loc="center left", fontsize=7))
     fig.suptitle(f"Headline score against latency per task (95% intervals; {report['hardware']})", fontsize=10)
     fig.tight_layout()
+    for ax, legend, rows in zip(axes[0], legends, points.values()):
+        _label_points(fig, ax, {name: (latency, score) for name, _, latency, score, _, _ in rows}, [], [legend])
     return fig
 
 
