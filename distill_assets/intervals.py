@@ -107,7 +107,10 @@ def measurable(difference: Interval) -> bool:
 
 
 def stratified_mean(
-    groups: Sequence[Sequence[float | None] | np.ndarray], resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+    groups: Sequence[Sequence[float | None] | np.ndarray],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
 ) -> Interval:
     """The mean of the groups' means (a model's mean over tasks), each group resampled on its own."""
     arrays = [x[~np.isnan(x)] for x in map(_values, groups)]
