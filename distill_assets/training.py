@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -29,7 +29,7 @@ from distill_assets.frames import lazy, light
 from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
-from distill_assets.template_check import check_training_set
+from distill_assets.template_check import check_compatibility, check_training_set
 from distill_assets.versions import checkpoint_lineage
 
 Log = Callable[[str], None]
@@ -113,10 +113,27 @@ class TrainerContext:
     log: Log = print
     # the whole training set, top-k log-probability columns included, lazily: read a chunk at a time
     training_frame: pl.LazyFrame | None = None
+    # teacher name -> its tokenizer, for a method that reads the teachers' token ids (teacher_vocabulary)
+    teacher_tokenizers: dict[str, PreTrainedTokenizerBase] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.training_frame is None:
             self.training_frame = self.training_set.lazy()
+
+
+def teacher_tokenizers(spec: Spec, names: list[str]) -> dict[str, PreTrainedTokenizerBase]:
+    """The tokenizers of the named teachers, from their local checkpoints or hub ids, by teacher name."""
+    loaded = {}
+    for name in names:
+        teacher = spec.teacher(name)
+        try:
+            loaded[name] = AutoTokenizer.from_pretrained(spec.model_path(teacher.model), revision=teacher.revision)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"teachers.{name}.model: its tokenizer could not be loaded ({error}); the student's method reads "
+                "the teacher's token ids and needs it"
+            ) from error
+    return loaded
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
@@ -239,6 +256,10 @@ def train_student(
     method = METHODS[student.method]
     max_length = student.training.max_length if method.learns_completions else None
     check_training_set(tokenizer, training_set, student.name, max_length, log)
+    teachers = method.teachers(spec, student, training_set) if method.teacher_vocabulary else []
+    loaded_teachers = teacher_tokenizers(spec, teachers)
+    rows = model.get_input_embeddings().weight.shape[0]
+    check_compatibility(tokenizer, rows, loaded_teachers, method.teacher_vocabulary, student.name)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -255,6 +276,7 @@ def train_student(
         routing=routing,
         log=log,
         training_frame=training_frame,
+        teacher_tokenizers=loaded_teachers,
     )
     trainer = method.build_trainer(context)
     adapted = lora_targets(trainer.model) if student.lora is not None else []

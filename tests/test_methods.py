@@ -12,10 +12,10 @@ from distill_assets.generation import generate_completions
 from distill_assets.methods import METHODS
 from distill_assets.methods.offline_logits import VocabularyMismatch, align, check_vocabulary, to_dataset
 from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
-from distill_assets.methods.on_policy import check_same_vocabulary
 from distill_assets.partitions import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import SpecError, load_spec
+from distill_assets.template_check import check_same_vocabulary
 from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
 from resources.transformers_backend import TransformersBackend
@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 
 
 def test_registry_holds_each_method_with_settings_label_check_and_builder():
-    assert set(METHODS) == {"sft", "on_policy", "offline_logits"}
+    assert set(METHODS) == {"sft", "on_policy", "offline_logits", "cross_tokenizer_logits"}
     for name, method in METHODS.items():
         settings = method.Settings()  # every field has a default
         assert method.Settings.__doc__, name

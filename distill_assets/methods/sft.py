@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 label = "TRL `SFTTrainer`"
+teacher_vocabulary = None  # learns the teachers' text, never their token ids
 learns_completions = True
 
 
