@@ -187,12 +187,14 @@ def check_end_of_turn(student_tokenizer, teacher_tokenizer, teacher: str, vocabu
 
     A teacher's completion ends where it generated its eos token, which is the last step its
     stored (or live) distribution covers. Across tokenizers that step is mapped onto the
-    student's eos; within one vocabulary it is taken id for id, so the two must be one token.
+    student's eos; within one vocabulary (required, or found) it is taken id for id, so the
+    two must be one token.
     """
     names = f"teacher {teacher!r} ({tokenizer_name(teacher_tokenizer)})"
     if teacher_tokenizer.eos_token_id is None:
         raise ValueError(f"{names} has no eos token: where its answers end cannot be told; set its eos_token")
-    if vocabulary == "same" and teacher_tokenizer.eos_token != student_tokenizer.eos_token:
+    one_vocabulary = vocabulary == "same" or teacher_tokenizer.get_vocab() == student_tokenizer.get_vocab()
+    if one_vocabulary and teacher_tokenizer.eos_token != student_tokenizer.eos_token:
         raise ValueError(
             f"{names} ends its answers with {teacher_tokenizer.eos_token!r}, but the student "
             f"({tokenizer_name(student_tokenizer)}) closes its turns with {student_tokenizer.eos_token!r}: it would "

@@ -200,7 +200,9 @@ def test_collator_lays_exact_and_uld_groups_on_the_completion_tokens(char_tokeni
         examples.append({**dataset[i], "teacher_index": 0, "input_ids": full,
                          "labels": [-100] * start + full[start:]})  # fmt: skip
     mapping = token_map(char_tokenizer, bpe_tokenizer)
-    batch = CrossTokenizerCollator(pad_token_id=bpe_tokenizer.pad_token_id, store=store, token_maps=[mapping])(examples)
+    eos = bpe_tokenizer.eos_token_id
+    collator = CrossTokenizerCollator(bpe_tokenizer.pad_token_id, store=store, token_maps=[mapping], eos_token_id=eos)
+    batch = collator(examples)
     first = (batch["labels"][0] != -100).nonzero().flatten().tolist()
     # "2022-01": "20" "22" "-" "01" against 7 characters, then <|end|> against the teacher's eos step.
     in_row0 = batch["group_batch"] == 0
@@ -215,3 +217,54 @@ def test_collator_lays_exact_and_uld_groups_on_the_completion_tokens(char_tokeni
     groups = {k: v for k, v in batch.items() if k.startswith("group_")}
     loss, parts = cross_tokenizer_loss(torch.randn(2, batch["input_ids"].shape[1], 384), batch["labels"], groups, 0.5)
     assert parts["kl"] > 0 and parts["uld"] > 0 and torch.isfinite(loss)
+    # A template that puts another token after the answer before its eos: no end group there.
+    collator.eos_token_id = bpe_tokenizer.convert_tokens_to_ids("<|user|>")
+    assert collator(examples)["group_exact"][:4].tolist() == [False, False, True, False]
+
+
+@pytest.fixture(scope="module")
+def byte_level_teacher(tmp_path_factory):
+    """A random tiny teacher on a second byte-level BPE (300 tokens): another vocabulary than the student's."""
+    from transformers import LlamaForCausalLM
+
+    from distill_assets.demo.tiny_models import llama_config
+
+    path = tmp_path_factory.mktemp("models") / "bpe_teacher"
+    tokenizer = build_bpe_tokenizer(training_texts(), vocab_size=300)
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config(tokenizer, hidden_size=32, num_hidden_layers=1)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def on_policy_spec(cross_spec, teacher, tmp_path):
+    data = cross_spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["teachers"][0]["model"] = str(teacher)
+    student = {**data["students"][0], "name": "s_gold", "method": "on_policy"}
+    student["on_policy"] = {"teacher": "teacher_a", "max_completion_length": 6}
+    data["students"] = [student]
+    for task in data["tasks"]:  # the prompt files, where the module's spec has them
+        for field in ("source", "eval_source"):
+            task[field] = str(cross_spec.resolve_path(task[field]))
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def test_on_policy_across_byte_level_tokenizers_trains_with_gold(
+    cross_spec, training_frame, byte_level_teacher, tmp_path
+):
+    spec = on_policy_spec(cross_spec, byte_level_teacher, tmp_path)
+    out = tmp_path / "s_gold"
+    metrics = train_student(spec.student("s_gold"), spec, training_frame, out, CPU, log=lambda _: None)
+    assert len(metrics["loss_history"]) == 6 and all(math.isfinite(h["loss"]) for h in metrics["loss_history"])
+    backend = TransformersBackend.load(str(out), CPU, torch.float32)
+    [completion] = backend.generate([[{"role": "user", "content": "12 km in m"}]], SamplingParams(max_new_tokens=4))
+    backend.close()
+    assert completion.num_tokens >= 1
+
+
+def test_on_policy_across_a_character_tokenizer_names_the_offline_method(cross_spec, training_frame, tmp_path):
+    spec = on_policy_spec(cross_spec, BPE_DIR.parent / "teacher_a", tmp_path)
+    with pytest.raises(ValueError, match=r"byte-level BPE .* teacher's .*teacher_a is not; use method: cross_tok"):
+        train_student(spec.student("s_gold"), spec, training_frame, tmp_path / "x", CPU, log=lambda _: None)
