@@ -189,6 +189,7 @@ def build_trainer(ctx) -> CrossTokenizerTrainer:
             pad_token_id=ctx.tokenizer.pad_token_id,
             store=store,
             token_maps=[token_map(ctx.teacher_tokenizers[name], ctx.tokenizer) for name in names],
+            eos_token_id=ctx.tokenizer.eos_token_id,
         ),
         callbacks=ctx.callbacks,
         peft_config=ctx.peft_config,

@@ -92,11 +92,13 @@ class CrossTokenizerCollator(DataCollatorForLanguageModeling):
 
     A row whose rendered completion tokens are not the ones it was aligned on (its chat
     template tokenizes the answer otherwise) keeps its cross-entropy only; groups past
-    max_length are left out.
+    max_length are left out, and so is the end group where the template does not close the
+    answer with the student's eos right after it.
     """
 
     store: TopKStore | None = None
     token_maps: list[np.ndarray] = field(default_factory=list)  # per teacher index: teacher id -> student id
+    eos_token_id: int | None = None
 
     def torch_call(self, examples: list[dict]) -> dict:
         batch = super().torch_call(examples)
@@ -131,6 +133,8 @@ class CrossTokenizerCollator(DataCollatorForLanguageModeling):
         for s_start, s_len, t_start, t_len in example["groups"]:
             if s_start + s_len > len(positions) or t_start + t_len > len(steps_ids):
                 break  # cut at max_length
+            if s_start == len(student_ids) and labels[positions[s_start]] != self.eos_token_id:
+                break  # the end group, but the template puts another token after the answer
             ids = steps_ids[t_start]
             known = (ids >= 0) & (ids < len(mapping))
             mapped = np.where(known, mapping[np.where(known, ids, 0)], -1)
