@@ -245,6 +245,8 @@ def train_student(
 ) -> dict:
     """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
 
+    Before a trainer is built, the student's chat template is checked against the training set
+    and its tokenizer against its embeddings and its teachers' tokenizers (template_check).
     With LoRA the adapters are merged into the weights before saving, so the checkpoint
     loads with plain `from_pretrained` (and in vLLM) like any other. The training set's
     top-k log-probabilities are never read whole: only a method that learns from them reads them, in chunks.

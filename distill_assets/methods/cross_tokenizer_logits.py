@@ -173,6 +173,9 @@ def build_trainer(ctx) -> CrossTokenizerTrainer:
     settings = ctx.student.method_settings()
     dataset, store = to_dataset(ctx.training_frame)
     teachers_by_row = ctx.training_set["teacher"].to_list()
+    missing = sorted(set(teachers_by_row) - set(ctx.teacher_tokenizers))
+    if missing:
+        raise ValueError(f"cross_tokenizer_logits: no tokenizer given for teachers {missing}; it aligns by them")
     dataset, unaligned = with_plans(dataset, teachers_by_row, store, ctx.tokenizer, ctx.teacher_tokenizers)
     if unaligned:
         ctx.log(f"cross_tokenizer_logits: {unaligned} of {len(dataset)} rows do not line up; they train on CE only")

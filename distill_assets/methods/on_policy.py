@@ -108,18 +108,21 @@ def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str
 
 def build_trainer(ctx) -> DistillationTrainer:
     """TRL's DistillationTrainer on one vocabulary; TRL's GOLD (on_policy_gold.py) where the teacher's is another."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DistillationConfig, DistillationTrainer
 
     settings = ctx.student.method_settings()
     loaded = teacher_of(ctx.spec, ctx.student)
     path = ctx.spec.model_path(loaded.model)
     teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
-    if ctx.teacher_tokenizers[loaded.name].get_vocab() != ctx.tokenizer.get_vocab():
+    teacher_tokenizer = ctx.teacher_tokenizers.get(loaded.name) or AutoTokenizer.from_pretrained(
+        path, revision=loaded.revision
+    )
+    if teacher_tokenizer.get_vocab() != ctx.tokenizer.get_vocab():
         from distill_assets.methods.on_policy_gold import build_gold_trainer, prompts_and_completions
 
         dataset = prompts_and_completions(ctx.training_set, routed_tasks(ctx.training_set, loaded.name, ctx.routing))
-        return build_gold_trainer(ctx, teacher_model, path, loaded.name, dataset)
+        return build_gold_trainer(ctx, teacher_model, teacher_tokenizer, path, dataset)
     rows, tokens = ctx.model.get_output_embeddings().weight.shape[0], len(ctx.tokenizer)
     match_teacher_head(teacher_model, rows, tokens)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge

@@ -53,13 +53,13 @@ def prompts_and_completions(training_set: pl.DataFrame, tasks: list[str]) -> dat
     return datasets.Dataset.from_dict({"prompt": [m[:-1] for m in messages], "completion": [m[-1:] for m in messages]})
 
 
-def build_gold_trainer(ctx, teacher_model, teacher_path: str, teacher: str, train_dataset: datasets.Dataset):
+def build_gold_trainer(ctx, teacher_model, teacher_tokenizer, teacher_path: str, train_dataset: datasets.Dataset):
     """A GOLD trainer: pure on-policy (lmbda 1), hybrid ULD loss, the teacher loaded locally next to the student."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # chosen knowingly: GOLD is the cross-tokenizer trainer
     from trl.experimental.gold import GOLDConfig, GOLDTrainer
 
     settings = ctx.student.method_settings()
-    check_byte_level(ctx.tokenizer, ctx.teacher_tokenizers[teacher], f"students.{ctx.student.name}.method")
+    check_byte_level(ctx.tokenizer, teacher_tokenizer, f"students.{ctx.student.name}.method")
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge
     args = GOLDConfig(
         **ctx.args,
