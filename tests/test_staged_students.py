@@ -10,13 +10,15 @@ import polars as pl
 import pytest
 import yaml
 
+from bench.methods_seeds import default_students, stage_steps, stages_table
 from distill_assets.definitions import build_definitions
 from distill_assets.report import build_report, to_markdown
 from distill_assets.run import plan, run_pipeline
 from distill_assets.spec import SpecError, load_spec
 from distill_assets.staleness import StaleStatus, observe_spec, plan_stale, stale_status_resolver
-from distill_assets.versions import read_lineage
-from tests.conftest import shrunken_spec
+from distill_assets.versions import checkpoint_version, read_lineage
+from tests.conftest import PROJECT_DIR, shrunken_spec
+from tests.test_pipes_training import demo_training_set, pipes_spec
 
 STAGE1, STAGE2 = dg.AssetKey("student_checkpoint"), dg.AssetKey("student_checkpoint_stage2")
 # The graph up to the students' evaluation: the report and the efficiency timings add nothing here.
@@ -143,6 +145,7 @@ def test_staged_student_trains_from_its_base_and_turns_stale_when_the_base_is_re
         assert meta["method"] == "on_policy"
         metrics = json.loads((root / "checkpoints/student_s2/training_metrics.json").read_text())
         assert metrics["base_student"] == {"student": "student_s", "checkpoint_version": base}
+        assert [h["step"] for h in metrics["loss_history"]] == [1, 2]  # the on-policy stage did train
         assert "student `student_s`'s checkpoint" in (root / "checkpoints/student_s2/README.md").read_text()
         # The staged student's "before" is its base after training: the same checkpoint, the same answers.
         frames = root / "frames/student_evaluation"
@@ -199,3 +202,63 @@ def test_the_report_shows_each_stage_and_the_gain_of_the_last(staged_spec):
     markdown = to_markdown(report)
     assert "## Staged students: student_s -> student_s2 (exact match after each stage)" in markdown
     assert "| dates | 0.500 | 0.750 | +0.250 |" in markdown and "| units | – | – | – |" in markdown
+
+
+@pytest.mark.parametrize("launcher", ["in_process", "torchrun"])
+def test_a_staged_student_on_another_machine_fetches_its_base_from_the_object_store(
+    tmp_path, tiny_teacher, memory_root, monkeypatch, launcher
+):
+    """Each stage trains with a local folder of its own: the second reads the first's checkpoint from the store."""
+    spec_path = pipes_spec(tmp_path, tiny_teacher, {"kind": "in_process"}, steps=2)
+    data = yaml.safe_load(spec_path.read_text())
+    first = data["students"][0]
+    data["students"].append(
+        {"name": "student_m2", "base": {"student": "student_m"}, "training": first["training"],
+         "launcher": {"kind": launcher, "nproc_per_node": 1}}
+    )  # fmt: skip
+    spec_path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("DISTILL_STORAGE_ROOT", memory_root)
+    trained = {}
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key, student, machine in ((STAGE1, "student_m", "first"), (STAGE2, "student_m2", "second")):
+            monkeypatch.setenv("DISTILL_LOCAL_ROOT", str(tmp_path / machine))
+            defs = build_definitions(spec_path)
+            if key == STAGE1:
+                with defs.resources["store"].frame_path("training_set").open("wb") as f:
+                    demo_training_set(16).write_parquet(f)  # the upstream asset, as the IO manager stores it
+            assets = [a for a in defs.assets if {STAGE1, STAGE2} & set(getattr(a, "keys", ()))]
+            result = dg.materialize(
+                [*assets, dg.AssetSpec("training_set")], selection=[key], partition_key=student,
+                resources=dict(defs.resources), instance=instance,
+            )  # fmt: skip
+            assert result.success
+            event = instance.get_latest_materialization_event(key).asset_materialization
+            trained[student] = {k: v.value for k, v in event.metadata.items()}
+    assert trained["student_m2"]["base_checkpoint_version"] == trained["student_m"]["checkpoint_version"]
+    fetched = tmp_path / "second/checkpoints/student_m"  # the first stage's checkpoint, fetched by the second
+    assert checkpoint_version(fetched) == trained["student_m"]["checkpoint_version"]
+    assert trained["student_m2"]["stored_at"].startswith(f"{memory_root}/checkpoints/student_m2/")
+
+
+def test_the_seeds_bench_trains_a_staged_student_at_the_others_total_steps():
+    spec = load_spec(PROJECT_DIR / "bench/methods.yaml")
+    steps = {s: sum(stage_steps(spec, s, None).values()) for s in ("student_s", "student_s_sft_on_policy")}
+    assert steps["student_s"] == steps["student_s_sft_on_policy"]  # SFT then on-policy, same total budget
+    assert stage_steps(spec, "student_s_sft_on_policy", 40) == {"student_s_stage1": 32, "student_s_sft_on_policy": 8}
+    # the first stage trains (and is scored) inside the staged student's job, not as a row of its own
+    assert "student_s_sft_on_policy" in default_students(spec) and "student_s_stage1" not in default_students(spec)
+
+    def result(first: float, last: float) -> dict:
+        """One seed's result for staged student b built on a: each stage's score on task t."""
+        stages = [
+            {"student": "a", "steps": 3, "scores": {"t": first}},
+            {"student": "b", "steps": 1, "scores": {"t": last}},
+        ]
+        return {"student": "b", "stages": stages}
+
+    lines = stages_table([result(0.5, 0.75), result(0.5, 0.25)], ["t"]).splitlines()
+    assert lines[2:] == [
+        "| b | a | 3 | 0.500 (0.500-0.500) | 0.500 (0.500-0.500) |",
+        "| b | b | 1 | 0.500 (0.250-0.750) | 0.500 (0.250-0.750) |",
+        "| b | gain of the last stage |  | +0.000 (-0.250 to +0.250) | +0.000 (-0.250 to +0.250) |",
+    ]
