@@ -105,6 +105,7 @@ def build_report(
         "models": models,
         "methods": _methods(spec, tasks, training),
         "multi_teacher": _multi_teacher(spec, models, training),
+        "stages": _stages(spec, tasks),
         "data": data or [],
     }
 
@@ -165,9 +166,27 @@ def _student_entry(student: str, figures: dict, teachers: dict[str, dict], tasks
     return entry
 
 
-def _size(student) -> str:
-    arch = student.base.architecture
-    return f"{arch.hidden_size}x{arch.num_hidden_layers}" if arch else str(student.base.model)
+def _size(spec: Spec, student) -> str:
+    base = spec.stages(student.name)[0].base  # a staged student has its first stage's size
+    arch = base.architecture
+    return f"{arch.hidden_size}x{arch.num_hidden_layers}" if arch else str(base.model)
+
+
+def _stages(spec: Spec, tasks: dict) -> list[dict]:
+    """Staged students (`base.student`): per task the score after each stage, first to last, and the last stage's
+    gain over the student it builds on."""
+    rows = []
+    for s in (s for s in spec.students if s.base.student is not None):
+        chain = [c.name for c in spec.stages(s.name)]
+        scores = {task: {n: entry["students"][n]["after"] for n in chain} for task, entry in tasks.items()}
+        gain = {
+            task: None if None in (v[s.name], v[s.base.student]) else v[s.name] - v[s.base.student]
+            for task, v in scores.items()
+        }
+        rows.append(
+            {"student": s.name, "base_student": s.base.student, "stages": chain, "scores": scores, "gain": gain}
+        )
+    return rows
 
 
 def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
@@ -178,7 +197,7 @@ def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
         rows.append(
             {
                 "student": s.name,
-                "size": _size(s),
+                "size": _size(spec, s),
                 "method": s.method_label(),
                 "steps": s.training.max_steps,
                 "batch_size": s.training.per_device_train_batch_size,
@@ -267,6 +286,7 @@ def to_markdown(report: dict, image: str | None = None) -> str:
         )
     lines += _routing_markdown(report)
     lines += _methods_markdown(report)
+    lines += _stages_markdown(report)
     lines += _data_markdown(report.get("data") or [])
     lines += lineage_markdown(report.get("lineage"))
     if image:
@@ -320,6 +340,19 @@ def _methods_markdown(report: dict) -> list[str]:
             f"\n- **{row['student']}** learned from {', '.join(row['teachers'])}: mean exact match over all tasks "
             f"{_fmt(row['student_mean'])} vs {versus} ({verdict})"
         )
+    return lines
+
+
+def _stages_markdown(report: dict) -> list[str]:
+    lines = []
+    for row in report.get("stages") or []:
+        chain = row["stages"]
+        title = f"## Staged students: {' -> '.join(chain)} (exact match after each stage)"
+        lines += _table_head(title, ["task", *chain, "gain of the last stage"])
+        for task, scores in row["scores"].items():
+            gain = row["gain"][task]
+            cells = [task, *(_fmt(scores[n]) for n in chain), "–" if gain is None else f"{gain:+.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

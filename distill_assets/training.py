@@ -30,7 +30,7 @@ from distill_assets.methods import METHODS
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
 from distill_assets.template_check import check_compatibility, check_training_set
-from distill_assets.versions import checkpoint_lineage
+from distill_assets.versions import checkpoint_lineage, read_lineage
 
 Log = Callable[[str], None]
 
@@ -51,14 +51,25 @@ Load it with `AutoModelForCausalLM.from_pretrained(path)`; prompts use the token
 """
 
 
-def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32):
-    """The student before distillation: a pre-trained model, or a Llama built from scratch.
+def build_student_base(
+    student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32, base_dir: Path | None = None
+):
+    """The student before distillation: a pre-trained model, a Llama built from scratch, or for a staged
+    student (`base.student`) the trained checkpoint of the student it builds on, found at `base_dir`.
 
     A from-scratch student is initialised from the training seed, so the same spec gives
     the same base, and evaluation can score exactly the model that training started from.
     """
     base = student.base
-    if base.model is not None:
+    if base.student is not None:
+        if base_dir is None or not Path(base_dir).is_dir():
+            raise FileNotFoundError(
+                f"students.{student.name}.base.student: no checkpoint of student {base.student!r} "
+                f"{f'at {base_dir}' if base_dir else 'given'}; train {base.student!r} first"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    elif base.model is not None:
         path = spec.model_path(base.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -242,9 +253,11 @@ def train_student(
     device: torch.device,
     log: Log = print,
     routing: dict[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> dict:
     """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
 
+    A staged student (`base.student`) starts from the checkpoint of the student it builds on, at `base_dir`.
     Before a trainer is built, the student's chat template is checked against the training set
     and its tokenizer against its embeddings and its teachers' tokenizers (template_check).
     With LoRA the adapters are merged into the weights before saving, so the checkpoint
@@ -254,7 +267,7 @@ def train_student(
     training_frame, training_set = lazy(training_set), light(training_set)
     # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
     routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
-    model, tokenizer = build_student_base(student, spec)
+    model, tokenizer = build_student_base(student, spec, base_dir=base_dir)
     method = METHODS[student.method]
     max_length = student.training.max_length if method.learns_completions else None
     check_training_set(tokenizer, training_set, student.name, max_length, log)
@@ -288,6 +301,9 @@ def train_student(
         return {"final_loss": run.final_loss}
     trained = _save_weights(trainer, tokenizer, student, work_dir)
     metrics = _metrics(student, spec, training_set, run, trained, adapted)
+    if base_dir is not None:  # which checkpoint of the student it builds on this one started from
+        base_version = (read_lineage(base_dir) or {}).get("checkpoint_version")
+        metrics["base_student"] = {"student": student.base.student, "checkpoint_version": base_version}
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
     checkpoint_lineage(student.name, work_dir, training_frame)  # inside, so it is swapped in and published with it
@@ -331,7 +347,11 @@ def _metrics(
 
 def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str]) -> Path:
     """The checkpoint's README.md: what it was distilled from, how, and how to load it."""
-    base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
+    first = spec.stages(student.name)[0].base  # a staged student's chain starts where its first stage does
+    base = first.model or f"from scratch: {first.architecture.model_dump(exclude_none=True)}"
+    if student.base.student is not None:
+        stages = " -> ".join(s.name for s in spec.stages(student.name))
+        base = f"student `{student.base.student}`'s checkpoint (stages: {stages}; the first built on {base})"
     path = out_dir / "README.md"
     path.write_text(
         MODEL_CARD.format(

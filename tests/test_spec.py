@@ -80,7 +80,7 @@ def test_missing_and_unknown_fields(tmp_path, spec_file):
 def test_student_needs_exactly_one_base(tmp_path, spec_file):
     data = yaml.safe_load(spec_file.read_text())
     data["students"][0]["base"]["model"] = "meta-llama/Llama-3.2-1B-Instruct"
-    assert "students.student_m.base: give exactly one of `model` or `architecture`" in _error(tmp_path, data)
+    assert "students.student_m.base: give exactly one of `model`, `architecture` or `student`" in _error(tmp_path, data)
 
 
 def test_duplicate_names(tmp_path, spec_file):
