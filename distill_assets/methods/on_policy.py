@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from pydantic import Field
 
+from distill_assets.methods.local_teacher import check_same_vocabulary, load_teacher_model, load_teacher_tokenizer
 from distill_assets.specbase import Name, StrictModel
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 label = "TRL `DistillationTrainer`, generalized JSD"
 learns_completions = False  # the student writes its own completions; max_length does not apply
+loss_terms = {"jsd": "loss"}  # TRL logs the generalized JSD as the loss; there is no cross-entropy term
 
 
 class Settings(StrictModel):
@@ -54,18 +56,6 @@ def teacher_of(spec, student):
 def teachers(spec, student, training_set: pl.DataFrame) -> list[str]:
     """The student learns from the one teacher it is trained against, not from the training set's completions."""
     return [teacher_of(spec, student).name]
-
-
-def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) -> None:
-    """Generalized JSD compares full next-token distributions: the token ids must mean the same tokens."""
-    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-    if student_vocab != teacher_vocab:
-        differ = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()))[:5]
-        raise ValueError(
-            f"on_policy: teacher {teacher!r} has another vocabulary than the student ({len(teacher_vocab)} vs "
-            f"{len(student_vocab)} tokens; e.g. {differ}); use a student built on the teacher's tokenizer, "
-            "or method: sft / offline_logits"
-        )
 
 
 PADDED_LOGIT = -1e4  # the teacher's logit for a padded row: no probability, and finite, so no 0 * inf in the loss
@@ -112,14 +102,12 @@ def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str
 
 
 def build_trainer(ctx) -> DistillationTrainer:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DistillationConfig, DistillationTrainer
 
     settings = ctx.student.method_settings()
     loaded = teacher_of(ctx.spec, ctx.student)
-    path = ctx.spec.model_path(loaded.model)
-    check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=loaded.revision), loaded.name)
-    teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
+    check_same_vocabulary(ctx.tokenizer, load_teacher_tokenizer(ctx.spec, loaded), loaded.name, "on_policy")
+    teacher_model = load_teacher_model(ctx.spec, loaded, ctx.model.dtype)
     rows, tokens = ctx.model.get_output_embeddings().weight.shape[0], len(ctx.tokenizer)
     match_teacher_head(teacher_model, rows, tokens)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 label = "TRL `SFTTrainer`"
 learns_completions = True
+loss_terms = {"ce": "loss"}  # the loss is the cross-entropy alone
 
 
 class Settings(StrictModel):
