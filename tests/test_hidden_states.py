@@ -145,6 +145,11 @@ def test_spec_errors_name_the_field(feature_spec, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=r"hidden_states\.layers"):
         load_spec(tmp_path / "c.yaml")
+    data["students"][0]["hidden_states"] = {}
+    data["teachers"][1] |= {"backend": "openai", "base_urls": ["http://127.0.0.1:8000/v1"]}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"s_feat\.method: hidden_states loads each teacher.*teachers\.teacher_b"):
+        load_spec(tmp_path / "d.yaml")
 
 
 def test_imbalance_warns_when_one_term_is_over_100x_the_other_in_the_first_steps():
