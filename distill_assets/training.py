@@ -27,6 +27,7 @@ from transformers.trainer_callback import PrinterCallback
 from distill_assets.evaluation import PeakRss
 from distill_assets.frames import lazy, light
 from distill_assets.methods import METHODS
+from distill_assets.methods.local_teacher import load_teacher_tokenizer
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
 from distill_assets.template_check import check_compatibility, check_training_set
@@ -94,18 +95,66 @@ def build_student_base(
     return model, ensure_pad_token(tokenizer)
 
 
+IMBALANCE_RATIO = 100.0  # one loss term this many times another: the weight between them no longer balances them
+IMBALANCE_LOGS = 3  # the first logged steps (each a mean over logging_steps) the imbalance check reads
+
+
+def loss_term_imbalance(
+    history: list[dict], terms: list[str], logs: int = IMBALANCE_LOGS, ratio: float = IMBALANCE_RATIO
+) -> str | None:
+    """A warning when one loss term's mean over the first `logs` logged steps is more than `ratio` times another's.
+
+    Cross-entropy and a distillation term can differ by 100-1000x (easydistill #34); the
+    method's weight (alpha) then no longer sets their balance. None with fewer than two terms.
+    """
+    rows = [h for h in history[:logs] if all(h.get(term) is not None for term in terms)]
+    if len(terms) < 2 or not rows:
+        return None
+    means = {term: sum(abs(h[term]) for h in rows) / len(rows) for term in terms}
+    big, small = max(means, key=means.get), min(means, key=means.get)
+    if means[big] <= ratio * means[small]:
+        return None
+    factor = f"{means[big] / means[small]:,.0f}x" if means[small] > 0 else "an unbounded factor"
+    values = ", ".join(f"{term} {means[term]:.4g}" for term in terms)
+    return (
+        f"loss terms differ by {factor} over the first {len(rows)} logged steps ({values}): {big} sets the "
+        f"gradient and the weight between the terms (alpha) no longer balances them; rescale or reweigh them"
+    )
+
+
 class _LogCallback(TrainerCallback):
-    def __init__(self, log: Log, max_steps: int):
-        self.log, self.max_steps, self.history, self.started = log, max_steps, [], time.time()
+    """Logs progress, keeps each logged step's loss and its terms (`terms`: term -> log key), checks their balance."""
+
+    def __init__(self, log: Log, max_steps: int, terms: dict[str, str]):
+        self.log, self.max_steps, self.terms, self.history, self.started = log, max_steps, terms, [], time.time()
+        self.warning: str | None = None
+        self._checked = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.history.append({"step": state.global_step, "loss": float(logs["loss"])})
+            entry = {"step": state.global_step, "loss": float(logs["loss"])}
+            entry |= {term: float(logs[key]) for term, key in self.terms.items() if logs.get(key) is not None}
+            self.history.append(entry)
             elapsed = time.time() - self.started
             eta = elapsed / max(state.global_step, 1) * (self.max_steps - state.global_step)
+            parts = ", ".join(f"{term} {entry[term]:.4f}" for term in self.terms if term in entry)
             self.log(
-                f"step {state.global_step}/{self.max_steps} loss {logs['loss']:.4f} ({elapsed:.0f}s, ETA {eta:.0f}s)"
+                f"step {state.global_step}/{self.max_steps} loss {logs['loss']:.4f}"
+                + (f" ({parts})" if len(self.terms) > 1 else "")
+                + f" ({elapsed:.0f}s, ETA {eta:.0f}s)"
             )
+            if len(self.history) >= IMBALANCE_LOGS:
+                self._check()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._check()  # a run with fewer logged steps than IMBALANCE_LOGS
+
+    def _check(self) -> None:
+        if not self._checked:
+            self._checked = True
+            self.warning = loss_term_imbalance(self.history, list(self.terms), IMBALANCE_LOGS, IMBALANCE_RATIO)
+            if self.warning:
+                self.log(f"WARNING: {self.warning}")
 
 
 @dataclass
@@ -134,17 +183,7 @@ class TrainerContext:
 
 def teacher_tokenizers(spec: Spec, names: list[str]) -> dict[str, PreTrainedTokenizerBase]:
     """The tokenizers of the named teachers, from their local checkpoints or hub ids, by teacher name."""
-    loaded = {}
-    for name in names:
-        teacher = spec.teacher(name)
-        try:
-            loaded[name] = AutoTokenizer.from_pretrained(spec.model_path(teacher.model), revision=teacher.revision)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"teachers.{name}.model: its tokenizer could not be loaded ({error}); the student's method reads "
-                "the teacher's token ids and needs it"
-            ) from error
-    return loaded
+    return {name: load_teacher_tokenizer(spec, spec.teacher(name)) for name in names}
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
@@ -220,12 +259,13 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
 
 @dataclass
 class _Run:
-    """What one trainer.train() gave: its mean loss, the logged losses, wall time and peak memory in bytes."""
+    """What one trainer.train() gave: mean loss, the logged losses and their terms, wall time, peak memory in bytes."""
 
     train_loss: float
     history: list[dict]
     seconds: float
     peak_bytes: int
+    loss_warning: str | None = None  # loss_term_imbalance's, over the first logged steps
 
     @property
     def final_loss(self) -> float:
@@ -242,7 +282,7 @@ def _measured_train(trainer, callback: _LogCallback, device: torch.device) -> _R
         result = trainer.train()
     seconds = time.time() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
-    return _Run(float(result.training_loss), callback.history, seconds, peak)
+    return _Run(float(result.training_loss), callback.history, seconds, peak, callback.warning)
 
 
 def train_student(
@@ -278,7 +318,7 @@ def train_student(
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
-    callback = _LogCallback(log, student.training.max_steps)
+    callback = _LogCallback(log, student.training.max_steps, method.loss_terms)
     context = TrainerContext(
         student=student,
         spec=spec,
@@ -335,6 +375,10 @@ def _metrics(
         "train_loss": run.train_loss,
         "final_loss": run.final_loss,
         "first_loss": run.history[0]["loss"] if run.history else float("nan"),
+        # each term of the loss (e.g. ce, kd, feature), unweighted, at the first and the last logged step
+        "first_loss_terms": _terms(run.history[:1], student.method),
+        "final_loss_terms": _terms(run.history[-1:], student.method),
+        "loss_warning": run.loss_warning,
         "train_seconds": round(run.seconds, 1),
         "peak_memory_mb": round(run.peak_bytes / 2**20, 1),
         "steps": student.training.max_steps,
@@ -343,6 +387,11 @@ def _metrics(
         "parameters": sum(p.numel() for p in trained.parameters()),
         "loss_history": run.history,
     }
+
+
+def _terms(entries: list[dict], method: str) -> dict[str, float]:
+    """The method's loss terms in a logged step (the first of `entries`; {} when there is none)."""
+    return {term: entries[0][term] for term in METHODS[method].loss_terms if entries and term in entries[0]}
 
 
 def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str]) -> Path:

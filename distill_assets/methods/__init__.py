@@ -6,7 +6,9 @@ student's optional block named after the method, every field with a default),
 of the teachers' tokenizers: None, "same" or "any"; training checks it before it starts,
 template_check.check_compatibility), `learns_completions` (whether the
 student learns the training set's completions, rendered in its chat template and cut at
-`training.max_length`, which training checks before it starts), `check(spec, student)`
+`training.max_length`, which training checks before it starts), `loss_terms` (each term of its
+loss, e.g. `ce`, `kd`, -> the key its trainer logs it under; the logged `loss` is their
+weighted sum), `check(spec, student)`
 (what the spec must give it, raised as ValueError naming the field), `teachers(spec,
 student, training_set)` (whom the student learns from) and `build_trainer(ctx)` (a TRL
 trainer from a `training.TrainerContext`). `training.train_student` is the one shared
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from distill_assets.methods import cross_tokenizer_logits, offline_logits, on_policy, sft
+from distill_assets.methods import cross_tokenizer_logits, hidden_states, offline_logits, on_policy, sft
 from distill_assets.specbase import StrictModel
 from distill_assets.template_check import TeacherVocabulary
 
@@ -32,6 +34,7 @@ class TrainingMethod(Protocol):
     label: str
     teacher_vocabulary: TeacherVocabulary
     learns_completions: bool
+    loss_terms: dict[str, str]
 
     def check(self, spec: Any, student: Any) -> None: ...
 
@@ -45,4 +48,5 @@ METHODS: dict[str, TrainingMethod] = {
     "on_policy": on_policy,
     "offline_logits": offline_logits,
     "cross_tokenizer_logits": cross_tokenizer_logits,
+    "hidden_states": hidden_states,
 }

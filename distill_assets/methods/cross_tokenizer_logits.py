@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 label = "TRL `SFTTrainer` with stored teacher top-k aligned by character offsets (exact KL, else ULD)"
 teacher_vocabulary = "any"  # the two tokenizations are aligned by characters
 learns_completions = True
+loss_terms = {"ce": "ce", "kd": "kl", "uld": "uld"}  # term -> its trainer log key; KL on exact groups, ULD elsewhere
 
 Span = tuple[int, int]  # (start, end) character offsets of a token in the completion
 Group = tuple[int, int, int, int]  # (first student token, student tokens, first teacher step, teacher steps)

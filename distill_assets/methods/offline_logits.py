@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 label = "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities"
 teacher_vocabulary = "same"  # the stored top-k ids are taken as the student's ids
 learns_completions = True
+loss_terms = {"ce": "ce", "kd": "kl"}  # term -> its key in the trainer's logs; `loss` is their weighted sum
 
 
 class Settings(StrictModel):

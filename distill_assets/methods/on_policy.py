@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from pydantic import Field
 
+from distill_assets.methods.local_teacher import load_teacher_model, load_teacher_tokenizer
 from distill_assets.specbase import Name, StrictModel
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 label = "TRL `DistillationTrainer`, generalized JSD (`GOLDTrainer` across tokenizers)"
 teacher_vocabulary = "any"  # one vocabulary: generalized JSD id by id; another: GOLD aligns them by bytes
 learns_completions = False  # the student writes its own completions; max_length does not apply
+loss_terms = {"jsd": "loss"}  # TRL logs the generalized JSD as the loss; there is no cross-entropy term
 
 
 class Settings(StrictModel):
@@ -108,20 +110,17 @@ def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str
 
 def build_trainer(ctx) -> DistillationTrainer:
     """TRL's DistillationTrainer on one vocabulary; TRL's GOLD (on_policy_gold.py) where the teacher's is another."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DistillationConfig, DistillationTrainer
 
     settings = ctx.student.method_settings()
     loaded = teacher_of(ctx.spec, ctx.student)
-    path = ctx.spec.model_path(loaded.model)
-    teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
-    teacher_tokenizer = ctx.teacher_tokenizers.get(loaded.name) or AutoTokenizer.from_pretrained(
-        path, revision=loaded.revision
-    )
+    teacher_model = load_teacher_model(ctx.spec, loaded, ctx.model.dtype)
+    teacher_tokenizer = ctx.teacher_tokenizers.get(loaded.name) or load_teacher_tokenizer(ctx.spec, loaded)
     if teacher_tokenizer.get_vocab() != ctx.tokenizer.get_vocab():
         from distill_assets.methods.on_policy_gold import build_gold_trainer, prompts_and_completions
 
         dataset = prompts_and_completions(ctx.training_set, routed_tasks(ctx.training_set, loaded.name, ctx.routing))
+        path = ctx.spec.model_path(loaded.model)
         return build_gold_trainer(ctx, teacher_model, teacher_tokenizer, path, dataset)
     rows, tokens = ctx.model.get_output_embeddings().weight.shape[0], len(ctx.tokenizer)
     match_teacher_head(teacher_model, rows, tokens)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 label = "TRL `SFTTrainer`"
 teacher_vocabulary = None  # learns the teachers' text, never their token ids
 learns_completions = True
+loss_terms = {"ce": "loss"}  # the loss is the cross-entropy alone
 
 
 class Settings(StrictModel):
