@@ -12,6 +12,11 @@ process of its own, `--workers` at a time, and is scored on every task's eval pr
 Prints the generation throughput, then per student: method, exact match per task as the
 mean and range over seeds, training seconds and peak memory (GPU memory on CUDA, the
 process's resident-memory increase on CPU).
+
+A staged student (`base: {student: ...}`) trains its stages one after another in its job, with
+the job's seed, each from the one before; its steps, seconds and memory are the whole chain's,
+and a second table shows each stage's score and the last stage's gain. `--max-steps N` is each
+student's total: a staged student's stages share it in the proportions of their spec steps.
 """
 
 from __future__ import annotations
@@ -45,8 +50,18 @@ def build_data(spec, device: torch.device) -> tuple[pl.DataFrame, dict[str, pl.D
     return dedup_across(merged, spec.quality)[0].collect(), evals, routing  # lazy: the pipeline's frames stream
 
 
+def stage_steps(spec, name: str, total: int | None) -> dict[str, int]:
+    """Each stage's training steps (one stage unless staged): the spec's, or scaled so they add up to `total`."""
+    stages = {s.name: s.training.max_steps for s in spec.stages(name)}
+    if total is None:
+        return stages
+    scale = total / sum(stages.values())
+    out = {n: max(1, round(steps * scale)) for n, steps in list(stages.items())[:-1]}
+    return out | {name: max(1, total - sum(out.values()))}
+
+
 def train_and_score(job: dict) -> dict:
-    """One (student, seed): train on the saved training set, score on every task's eval set."""
+    """One (student, seed): train its stages on the saved training set, each scored on every task's eval set."""
     import datasets
     import transformers
 
@@ -56,55 +71,104 @@ def train_and_score(job: dict) -> dict:
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(job["threads"])
     spec = load_spec(Path(job["spec"]))
-    student = spec.student(job["student"])
-    training = student.training.model_copy(update={"seed": job["seed"], **job["overrides"]})
-    student = student.model_copy(update={"training": training})
     device = torch.device(job["device"])
     data = Path(job["data"])
     training_set = pl.read_parquet(data / "training_set.parquet")
+    stages, base_dir = [], None
     with tempfile.TemporaryDirectory() as out:
-        metrics = train_student(student, spec, training_set, Path(out) / "ckpt", device, log=lambda _: None)
-        backend = TransformersBackend.load(str(Path(out) / "ckpt"), device, default_dtype(device), 200)
-        try:
-            predictions = pl.concat(
-                [
-                    score_predictions(
-                        backend, pl.read_parquet(path), spec.task(path.stem), spec.evaluation, student.name, "x"
-                    )
-                    for path in sorted((data / "eval").glob("*.parquet"))
-                ]
+        for name, steps in job["steps"].items():  # first stage first
+            student = spec.student(name)
+            training = student.training.model_copy(update={"seed": job["seed"], "max_steps": steps})
+            student = student.model_copy(update={"training": training})
+            checkpoint = Path(out) / name
+            metrics = train_student(
+                student, spec, training_set, checkpoint, device, log=lambda _: None, base_dir=base_dir
             )
-        finally:
-            backend.close()
-    scores = {row["task"]: row["score"] for row in task_scores(predictions).iter_rows(named=True)}
+            stages.append({"student": name, "method": student.method, "steps": steps, "metrics": metrics,
+                           "scores": _scores(spec, checkpoint, data, device, name)})  # fmt: skip
+            base_dir = checkpoint
+    last = stages[-1]
     result = {
-        "student": student.name,
-        "method": student.method,
+        "student": job["student"],
+        "method": " -> ".join(s["method"] for s in stages),
         "seed": job["seed"],
-        "scores": scores,
-        "train_seconds": metrics["train_seconds"],
-        "peak_memory_mb": metrics["peak_memory_mb"],
-        "final_loss": metrics["final_loss"],
+        "steps": "+".join(str(s["steps"]) for s in stages),
+        "scores": last["scores"],
+        "train_seconds": sum(s["metrics"]["train_seconds"] for s in stages),
+        "peak_memory_mb": max(s["metrics"]["peak_memory_mb"] for s in stages),
+        "final_loss": last["metrics"]["final_loss"],
+        "stages": [{"student": s["student"], "steps": s["steps"], "scores": s["scores"]} for s in stages],
     }
     print(json.dumps(result), flush=True)
     return result
 
 
+def _scores(spec, checkpoint: Path, data: Path, device: torch.device, name: str) -> dict[str, float]:
+    """Exact match per task of a trained checkpoint on the saved eval sets."""
+    backend = TransformersBackend.load(str(checkpoint), device, default_dtype(device), 200)
+    try:
+        predictions = pl.concat(
+            [
+                score_predictions(backend, pl.read_parquet(path), spec.task(path.stem), spec.evaluation, name, "x")
+                for path in sorted((data / "eval").glob("*.parquet"))
+            ]
+        )
+    finally:
+        backend.close()
+    return {row["task"]: row["score"] for row in task_scores(predictions).iter_rows(named=True)}
+
+
+def _spread(values: list[float], sign: str = "") -> str:
+    """Mean (range) over seeds."""
+    sep = " to " if sign else "-"  # a signed range reads badly with a dash
+    return f"{statistics.mean(values):{sign}.3f} ({min(values):{sign}.3f}{sep}{max(values):{sign}.3f})"
+
+
+def _per_task(scores: list[dict[str, float]], tasks: list[str]) -> list[list[float]]:
+    """Per task, then the mean over tasks: each seed's score."""
+    return [[s.get(task, 0.0) for s in scores] for task in tasks] + [[statistics.mean(s.values()) for s in scores]]
+
+
 def table(results: list[dict], tasks: list[str]) -> str:
-    head = ["student", "method", "seeds", *tasks, "mean", "train s", "peak MB"]
+    head = ["student", "method", "steps", "seeds", *tasks, "mean", "train s", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in dict.fromkeys(r["student"] for r in results):
         rows = [r for r in results if r["student"] == name]
-        cells = [name, rows[0]["method"], str(len(rows))]
-        for task in [*tasks, "mean"]:
-            values = [
-                statistics.mean(r["scores"].values()) if task == "mean" else r["scores"].get(task, 0.0) for r in rows
-            ]
-            cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
+        cells = [name, rows[0]["method"], rows[0]["steps"], str(len(rows))]
+        cells += [_spread(values) for values in _per_task([r["scores"] for r in rows], tasks)]
         cells.append(f"{statistics.mean(r['train_seconds'] for r in rows):.1f}")
         cells.append(f"{statistics.mean(r['peak_memory_mb'] for r in rows):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def stages_table(results: list[dict], tasks: list[str]) -> str:
+    """Staged students: each stage's exact match, mean (range) over seeds, and the last stage's gain seed by seed."""
+    head = ["student", "stage", "steps", *tasks, "mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in dict.fromkeys(r["student"] for r in results if len(r["stages"]) > 1):
+        rows = [r for r in results if r["student"] == name]
+        per_stage = [[r["stages"][i] for r in rows] for i in range(len(rows[0]["stages"]))]
+        for stage in per_stage:
+            cells = [name, stage[0]["student"], str(stage[0]["steps"])]
+            cells += [_spread(v) for v in _per_task([s["scores"] for s in stage], tasks)]
+            lines.append("| " + " | ".join(cells) + " |")
+        gains = [
+            [last - before for last, before in zip(a, b, strict=True)]
+            for a, b in zip(_per_task([s["scores"] for s in per_stage[-1]], tasks),
+                            _per_task([s["scores"] for s in per_stage[-2]], tasks), strict=True)
+        ]  # fmt: skip
+        lines.append("| " + " | ".join([name, "gain of the last stage", "", *(_spread(g, "+") for g in gains)]) + " |")
+    return "\n".join(lines)
+
+
+def default_students(spec) -> list[str]:
+    """The students of the last one's size (a staged student has its first stage's), but those that are only
+    a stage of another listed one: they train, and are scored, as its first stage."""
+    size = spec.stages(spec.students[-1].name)[0].base.architecture
+    same = [s.name for s in spec.students if spec.stages(s.name)[0].base.architecture == size]
+    bases = {s.name for n in same for s in spec.stages(n)[:-1]}
+    return [n for n in same if n not in bases]
 
 
 def main() -> None:
@@ -121,9 +185,7 @@ def main() -> None:
 
     spec = load_spec(args.spec)
     device = torch.device(args.device)
-    if args.students is None:
-        size = spec.students[-1].base.architecture
-        args.students = [s.name for s in spec.students if s.base.architecture == size]
+    args.students = args.students or default_students(spec)
     data = args.data or Path(tempfile.mkdtemp(prefix="methods_seeds_"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {device} ({name}), torch {torch.__version__}", flush=True)
@@ -138,11 +200,10 @@ def main() -> None:
             f"training set: {training_set.height} rows, routing {routing.describe()}, "
             f"{time.perf_counter() - started:.0f}s"
         )
-    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     jobs = [
         {"spec": str(args.spec.resolve()), "student": s, "seed": seed, "device": args.device, "data": str(data),
-         "overrides": overrides, "threads": threads}
+         "steps": stage_steps(spec, s, args.max_steps), "threads": threads}
         for seed in args.seeds
         for s in args.students
     ]  # fmt: skip
@@ -150,9 +211,11 @@ def main() -> None:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(train_and_score, jobs, chunksize=1)
     print(f"\n{len(jobs)} students trained and scored in {time.perf_counter() - started:.0f}s, {args.workers} at once")
-    steps = args.max_steps or {spec.student(s).training.max_steps for s in args.students}
-    print(f"exact match, mean (range) over seeds {args.seeds}; steps {steps}; device {device} ({name})\n")
+    print(f"exact match, mean (range) over seeds {args.seeds}; device {device} ({name})\n")
     print(table(results, [t.name for t in spec.tasks]))
+    if any(len(r["stages"]) > 1 for r in results):
+        print("\nstaged students, each stage after training:\n")
+        print(stages_table(results, [t.name for t in spec.tasks]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -11,9 +11,11 @@ Plain functions, polars in and out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -111,8 +113,16 @@ def judge_scores(
 
 
 # Duplicates: exact, and near (MinHash over word shingles) --------------------------------
+#
+# The index is compact so that it grows by about 300 bytes per row, whatever the texts' length:
+# MinHash signatures are computed a chunk of rows at a time (only a chunk's shingle sets are held)
+# into uint32 arrays, each LSH band becomes one int32 group id per row (rows whose band is equal
+# share it), and only rows that share a group with another row are ever looked at again. Exact
+# duplicates are found on 16-byte digests of the normalised rows.
 
-_PRIME = (1 << 31) - 1  # hashes and coefficients stay below 2**31, so a*h + b fits in uint64
+_PRIME = (1 << 31) - 1  # hashes, coefficients and signatures stay below 2**31: a*h + b fits in uint64
+SIGNATURE_CHUNK = 4096  # rows whose shingle sets are held at once while their signatures are computed
+SHINGLE_CACHE = 4096  # rows whose shingle sets are kept while candidate pairs are checked
 
 
 def shingles(text: str, words: int) -> set[str]:
@@ -126,16 +136,38 @@ def _hash(shingle: str) -> int:
     return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=8).digest(), "little") % _PRIME
 
 
-def minhash(shingle_sets: Sequence[set[str]], permutations: int, seed: int = 0) -> np.ndarray:
-    """One MinHash signature (row) per set: min over the set of (a*h + b) mod p per permutation."""
+def minhash(shingle_sets: Iterable[set[str]], permutations: int, seed: int = 0) -> np.ndarray:
+    """One MinHash signature (row, uint32) per set: min over the set of (a*h + b) mod p per permutation."""
     rng = np.random.default_rng(seed)
     a = rng.integers(1, _PRIME, size=permutations, dtype=np.uint64)
     b = rng.integers(0, _PRIME, size=permutations, dtype=np.uint64)
-    out = np.empty((len(shingle_sets), permutations), dtype=np.uint64)
-    for i, items in enumerate(shingle_sets):
+    rows = []
+    for items in shingle_sets:
         h = np.fromiter((_hash(s) for s in items), dtype=np.uint64, count=len(items))
-        out[i] = ((np.outer(h, a) + b) % _PRIME).min(axis=0)
+        rows.append(((np.outer(h, a) + b) % _PRIME).min(axis=0))
+    return np.array(rows, dtype=np.uint32).reshape(len(rows), permutations)
+
+
+def signatures(texts: Iterable[str], count: int, words: int, permutations: int) -> np.ndarray:
+    """[count, permutations] uint32 MinHash signatures of the `count` texts' shingle sets, a chunk at a time."""
+    out = np.empty((count, permutations), dtype=np.uint32)
+    texts = iter(texts)
+    for start in range(0, count, SIGNATURE_CHUNK):
+        chunk = [shingles(text, words) for text in itertools.islice(texts, SIGNATURE_CHUNK)]
+        out[start : start + len(chunk)] = minhash(chunk, permutations)
     return out
+
+
+def band_groups(signature: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """[signatures, bands] int32: per band, a group id shared by the signatures whose band is equal,
+    and -1 for a signature alone in its group (no other row can be its candidate through that band)."""
+    groups = np.empty((len(signature), bands), dtype=np.int32)
+    for band in range(bands):
+        part = np.ascontiguousarray(signature[:, band * rows : (band + 1) * rows])
+        _, inverse, counts = np.unique(part.view(np.dtype((np.void, part.itemsize * rows))).ravel(),
+                                       return_inverse=True, return_counts=True)  # fmt: skip
+        groups[:, band] = np.where(counts[inverse] > 1, inverse, -1)
+    return groups
 
 
 def _bands(permutations: int, threshold: float) -> tuple[int, int]:
@@ -153,27 +185,42 @@ def near_duplicates(
 ) -> dict[int, tuple[int, float]]:
     """{index: (index of the earlier row it repeats, Jaccard)} for rows that near-duplicate an earlier one.
 
-    MinHash LSH finds candidate pairs; the exact Jaccard of their shingle sets decides.
-    Rows with `active` False are neither checked nor matched against.
+    MinHash LSH finds candidate pairs: the earlier rows, not themselves near-duplicates, that share
+    a band with the row; the exact Jaccard of their shingle sets decides (the highest wins, the
+    later row on a tie). Rows with `active` False are neither checked nor matched against.
     """
-    active = list(active) if active is not None else [True] * len(texts)
-    sets = [shingles(t, quality.shingle_words) for t in texts]
-    signatures = minhash(sets, quality.minhash_permutations)
-    bands, rows = _bands(quality.minhash_permutations, quality.near_duplicate_threshold)
-    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    rows_in = np.flatnonzero(np.ones(len(texts), bool) if active is None else np.asarray(active, bool))
+    words = quality.shingle_words
+    signature = signatures((texts[i] for i in rows_in.tolist()), len(rows_in), words, quality.minhash_permutations)
+    groups = band_groups(signature, *_bands(quality.minhash_permutations, quality.near_duplicate_threshold))
+    del signature
+    shingled = functools.lru_cache(maxsize=SHINGLE_CACHE)(lambda i: shingles(texts[i], words))
+    members: dict[tuple[int, int], list[int]] = {}  # (band, group) -> its rows kept so far
     found: dict[int, tuple[int, float]] = {}
-    for i, signature in enumerate(signatures):
-        if not active[i]:
-            continue
-        keys = [signature[band * rows : (band + 1) * rows].tobytes() for band in range(bands)]
-        candidates = {j for band, key in enumerate(keys) for j in buckets[band].get(key, ())}
-        best = max(((jaccard(sets[i], sets[j]), j) for j in candidates), default=(0.0, -1))
+    for n in np.flatnonzero((groups >= 0).any(axis=1)).tolist():
+        i = int(rows_in[n])
+        keys = [(band, group) for band, group in enumerate(groups[n].tolist()) if group >= 0]
+        candidates = {j for key in keys for j in members.get(key, ())}
+        best = max(((jaccard(shingled(i), shingled(j)), j) for j in candidates), default=(0.0, -1))
         if best[0] >= quality.near_duplicate_threshold:
             found[i] = (best[1], best[0])
             continue
-        for band, key in enumerate(keys):
-            buckets[band].setdefault(key, []).append(i)
+        for key in keys:
+            members.setdefault(key, []).append(i)
     return found
+
+
+class _Joined(Sequence[str]):
+    """Each row's prompt and completion as one text, made when asked for (never all held at once)."""
+
+    def __init__(self, prompts: Sequence[str], completions: Sequence[str]):
+        self.prompts, self.completions = prompts, completions
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return f"{self.prompts[i]} {self.completions[i]}"
 
 
 class Duplicate(NamedTuple):
@@ -184,6 +231,23 @@ class Duplicate(NamedTuple):
     similarity: float  # Jaccard of the shingle sets; 1.0 for an exact repeat
 
 
+def exact_duplicates(prompts: Sequence[str], completions: Sequence[str], active: np.ndarray) -> dict[int, int]:
+    """{index: index of the first active row equal to it after `normalise_text`} for the active rows that repeat one.
+
+    Rows are compared by a 16-byte blake2b digest of the normalised pair (a collision: about 2**-128).
+    """
+    rows = np.flatnonzero(active)
+    digests = b"".join(
+        hashlib.blake2b(f"{normalise_text(prompts[i])}\x00{normalise_text(completions[i])}".encode(),
+                        digest_size=16).digest()
+        for i in rows.tolist()
+    )  # fmt: skip
+    _, first, inverse = np.unique(np.frombuffer(digests, dtype="V16"), return_index=True, return_inverse=True)
+    of = rows[first[inverse]]
+    repeats = np.flatnonzero(of != rows)
+    return dict(zip(rows[repeats].tolist(), of[repeats].tolist()))
+
+
 def duplicates(
     prompts: Sequence[str], completions: Sequence[str], quality: QualitySpec, active: Sequence[bool] | None = None
 ) -> dict[int, Duplicate]:
@@ -192,20 +256,10 @@ def duplicates(
     Exact: equal after `normalise_text`. Near: among the rest, MinHash LSH and Jaccard of
     the prompt and completion together. Rows with `active` False are neither checked nor matched against.
     """
-    active = list(active) if active is not None else [True] * len(prompts)
-    found: dict[int, Duplicate] = {}
-    seen: dict[str, int] = {}
-    for i, (prompt, completion) in enumerate(zip(prompts, completions)):
-        if not active[i]:
-            continue
-        key = normalise_text(prompt) + "\x00" + normalise_text(completion)
-        if key in seen:
-            found[i] = Duplicate("exact", seen[key], 1.0)
-        else:
-            seen[key] = i
-    texts = [f"{p} {c}" for p, c in zip(prompts, completions)]
-    still = [a and i not in found for i, a in enumerate(active)]
-    for i, (j, similarity) in near_duplicates(texts, quality, still).items():
+    still = np.ones(len(prompts), bool) if active is None else np.array(active, bool)
+    found = {i: Duplicate("exact", j, 1.0) for i, j in exact_duplicates(prompts, completions, still).items()}
+    still[list(found)] = False
+    for i, (j, similarity) in near_duplicates(_Joined(prompts, completions), quality, still).items():
         found[i] = Duplicate("near", j, similarity)
     return found
 

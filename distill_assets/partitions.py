@@ -27,6 +27,8 @@ class Partitions:
     teacher_task: dg.MultiPartitionsDefinition
     student: dg.StaticPartitionsDefinition
     teacher: dg.StaticPartitionsDefinition | None = None  # teacher_spec's partitions
+    # the students of each stage (Spec.students_by_stage): one checkpoint asset per stage
+    student_stages: tuple[dg.StaticPartitionsDefinition, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Partitions:
@@ -40,4 +42,5 @@ class Partitions:
             ),
             student=dg.StaticPartitionsDefinition([s.name for s in spec.students]),
             teacher=dg.StaticPartitionsDefinition([t.name for t in spec.teachers]),
+            student_stages=tuple(dg.StaticPartitionsDefinition(names) for names in spec.students_by_stage()),
         )

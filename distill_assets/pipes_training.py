@@ -53,8 +53,11 @@ def train_with_pipes(
     out_dir: Path,
     device: str,
     client: dg.PipesSubprocessClient | None = None,
+    base_dir: Path | None = None,
 ) -> dg.MaterializeResult:
-    """Run the student's launcher over the entrypoint; the child's report is the materialization."""
+    """Run the student's launcher over the entrypoint; the child's report is the materialization.
+
+    `base_dir` is a staged student's starting checkpoint (that of the student it builds on)."""
     with tempfile.TemporaryDirectory(prefix=f"distill-{student.name}-") as scratch:
         scratch_dir = Path(scratch)
         frame_path = scratch_dir / "training_set.parquet"
@@ -64,7 +67,7 @@ def train_with_pipes(
             student.launcher,
             device,
             ["--spec", str(spec_path), "--student", student.name, "--training-set", str(frame_path),
-             "--out-dir", str(out_dir)],
+             "--out-dir", str(out_dir), *(["--base-dir", str(base_dir)] if base_dir else [])],
         )  # fmt: skip
         context.log.info(f"launching: {' '.join(command)}")
         client = client or dg.PipesSubprocessClient()

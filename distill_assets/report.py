@@ -125,6 +125,7 @@ def build_report(
         "methods": _methods(spec, tasks, training),
         "method_comparisons": _method_comparisons(spec, predictions, tasks, resamples),
         "multi_teacher": _multi_teacher(spec, models, training),
+        "stages": _stages(spec, tasks),
         "data": data or [],
     }
 
@@ -248,9 +249,27 @@ def _student_entry(student: str, figures: dict, teachers: dict[str, dict], tasks
     return entry
 
 
-def _size(student) -> str:
-    arch = student.base.architecture
-    return f"{arch.hidden_size}x{arch.num_hidden_layers}" if arch else str(student.base.model)
+def _size(spec: Spec, student) -> str:
+    base = spec.stages(student.name)[0].base  # a staged student has its first stage's size
+    arch = base.architecture
+    return f"{arch.hidden_size}x{arch.num_hidden_layers}" if arch else str(base.model)
+
+
+def _stages(spec: Spec, tasks: dict) -> list[dict]:
+    """Staged students (`base.student`): per task the score after each stage, first to last, and the last stage's
+    gain over the student it builds on."""
+    rows = []
+    for s in (s for s in spec.students if s.base.student is not None):
+        chain = [c.name for c in spec.stages(s.name)]
+        scores = {task: {n: entry["students"][n]["after"] for n in chain} for task, entry in tasks.items()}
+        gain = {
+            task: None if None in (v[s.name], v[s.base.student]) else v[s.name] - v[s.base.student]
+            for task, v in scores.items()
+        }
+        rows.append(
+            {"student": s.name, "base_student": s.base.student, "stages": chain, "scores": scores, "gain": gain}
+        )
+    return rows
 
 
 def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
@@ -261,7 +280,7 @@ def _methods(spec: Spec, tasks: dict, training: dict[str, dict]) -> list[dict]:
         rows.append(
             {
                 "student": s.name,
-                "size": _size(s),
+                "size": _size(spec, s),
                 "method": s.method_label(),
                 "steps": s.training.max_steps,
                 "batch_size": s.training.per_device_train_batch_size,
@@ -279,7 +298,7 @@ def _method_comparisons(spec: Spec, predictions: pl.DataFrame, tasks: dict, resa
     rows = []
     for i, a in enumerate(spec.students):
         for b in spec.students[i + 1 :]:
-            if _size(a) != _size(b):
+            if _size(spec, a) != _size(spec, b):
                 continue
             ours = {task: _headline_scores(predictions, a.name, "after", task) for task in tasks}
             theirs = {task: _headline_scores(predictions, b.name, "after", task) for task in tasks}
@@ -448,6 +467,7 @@ def to_markdown(report: dict, image: str | None = None, task_image: str | None =
         )
     lines += _routing_markdown(report)
     lines += _methods_markdown(report)
+    lines += _stages_markdown(report)
     lines += _failures_markdown(report)
     lines += _data_markdown(report.get("data") or [])
     lines += lineage_markdown(report.get("lineage"))
@@ -536,6 +556,19 @@ def _methods_markdown(report: dict) -> list[str]:
             f"\n- **{row['student']}** learned from {', '.join(row['teachers'])}: mean headline score over all tasks "
             f"{_fmt(row['student_mean'])} vs {versus} ({verdict})"
         )
+    return lines
+
+
+def _stages_markdown(report: dict) -> list[str]:
+    lines = []
+    for row in report.get("stages") or []:
+        chain = row["stages"]
+        title = f"## Staged students: {' -> '.join(chain)} (headline score after each stage)"
+        lines += _table_head(title, ["task", *chain, "gain of the last stage"])
+        for task, scores in row["scores"].items():
+            gain = row["gain"][task]
+            cells = [task, *(_fmt(scores[n]) for n in chain), "–" if gain is None else f"{gain:+.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

@@ -377,16 +377,25 @@ class ArchitectureSpec(StrictModel):
 
 
 class StudentBase(StrictModel):
+    """What a student starts from: a pre-trained model, a Llama built from scratch, or another student."""
+
     model: str | None = Field(None, description="a pre-trained model: local directory or hub id")
     architecture: ArchitectureSpec | None = Field(None, description="build a Llama from scratch")
     tokenizer: str | None = Field(None, description="tokenizer for a from-scratch student")
+    student: Name | None = Field(
+        None,
+        description="another student of this spec: start from its trained checkpoint and tokenizer "
+        "(a staged student, e.g. SFT, then on-policy)",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> StudentBase:
-        if (self.model is None) == (self.architecture is None):
-            raise ValueError("give exactly one of `model` or `architecture`")
+        if sum(x is not None for x in (self.model, self.architecture, self.student)) != 1:
+            raise ValueError("give exactly one of `model`, `architecture` or `student`")
         if self.architecture is not None and self.tokenizer is None:
             raise ValueError("a student built from `architecture` needs a `tokenizer` path or id")
+        if self.student is not None and self.tokenizer is not None:
+            raise ValueError("`tokenizer`: a student built on another student takes that student's tokenizer")
         return self
 
 
@@ -555,9 +564,30 @@ class Spec(StrictModel):
         missing = sorted(t for t in tasks if not self.candidates(t))
         if missing:
             raise ValueError(f"teachers: no teacher is routed task(s) {missing}; add them to a teacher's `tasks`")
+        self._check_stages()
         for student in self.students:
             self._check_method(student)
         return self
+
+    def _check_stages(self) -> None:
+        """Each `base.student` names another student of the spec, and no chain of them comes back to itself."""
+        names = [s.name for s in self.students]
+        for student in self.students:
+            base = student.base.student
+            if base is None:
+                continue
+            where = f"students.{student.name}.base.student"
+            if base == student.name:
+                raise ValueError(f"{where}: a student cannot start from itself")
+            if base not in names:
+                raise ValueError(f"{where}: unknown student {base!r}; students are {sorted(names)}")
+        for student in self.students:
+            chain = [student.name]
+            while (base := self.student(chain[-1]).base.student) is not None:
+                if base in chain:
+                    cycle = " -> ".join([*chain[chain.index(base) :], base])
+                    raise ValueError(f"students: staged students form a cycle: {cycle}")
+                chain.append(base)
 
     # Lookups and path resolution -------------------------------------------------
     def task(self, name: str) -> TaskSpec:
@@ -568,6 +598,23 @@ class Spec(StrictModel):
 
     def student(self, name: str) -> StudentSpec:
         return next(s for s in self.students if s.name == name)
+
+    def stages(self, name: str) -> list[StudentSpec]:
+        """The student's stages, first to last: the students it is built on (base.student, and so on), then itself.
+
+        One stage for a student built from a model or an architecture; the first stage's base
+        is the model the whole chain starts from.
+        """
+        chain = [self.student(name)]
+        while chain[0].base.student is not None:
+            chain.insert(0, self.student(chain[0].base.student))
+        return chain
+
+    def students_by_stage(self) -> list[list[str]]:
+        """Student names grouped by stage: first those built from a model or architecture, then those built on
+        them, and so on; each group in spec order."""
+        depth = {s.name: len(self.stages(s.name)) for s in self.students}
+        return [[n for n in depth if depth[n] == d] for d in range(1, max(depth.values()) + 1)]
 
     def quality_for(self, task: str) -> QualitySpec:
         """The task's own `quality` block if it has one, else the top-level one."""

@@ -9,16 +9,28 @@ the token generation stops on, trains a student that cannot answer or never stop
 loss looks healthy; a `max_length` that no row fits fails deep inside the trainer
 (`num_samples=0`). This module renders the rows the same way and says so first, naming the
 student and the field to change.
+
+It also checks the student's tokenizer against its embeddings and against the tokenizers of
+the teachers it learns from (`check_compatibility`), since each mismatch trains silently
+wrong: a token id past the embedding rows indexes out of range, a teacher's token id means
+another token in another vocabulary, and a teacher that ends its answers with another token
+than the student's end of turn teaches a student that never stops. A method declares what it
+needs of the teachers' tokenizers (`teacher_vocabulary`): the same vocabulary, or any (it
+aligns the two tokenizations itself), with the rest checked all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import polars as pl
 
 Messages = list[dict[str, str]]
+# What a method needs of its teachers' tokenizers: nothing (it learns text), the student's very vocabulary
+# (it compares distributions id by id), or any vocabulary (it aligns the two tokenizations by characters).
+TeacherVocabulary = Literal["same", "any"] | None
 
 
 @dataclass(frozen=True)
@@ -136,3 +148,85 @@ def check_training_set(
             f"it) and {result.cut} cut before their end-of-turn token; {result.longest_row} keeps every row whole"
         )
     return result
+
+
+def tokenizer_name(tokenizer) -> str:
+    """How an error names a tokenizer: the path or hub id it was loaded from."""
+    return getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+
+
+def check_embeddings(tokenizer, rows: int, where: str) -> None:
+    """Every id the tokenizer gives must index an embedding row; rows past the tokenizer (padding) are allowed.
+
+    Padded rows are no tokens: the methods leave them out (offline top-k entries past the
+    tokenizer are dropped, on-policy sampling suppresses them), so they are never learned.
+    """
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"{where}.base: the tokenizer {tokenizer_name(tokenizer)} has {len(tokenizer)} tokens but the model "
+            f"{rows} embedding rows: ids {rows}..{len(tokenizer) - 1} would index out of range; resize the "
+            "model's embeddings to the tokenizer, or use the tokenizer the model was trained with"
+        )
+
+
+def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) -> None:
+    """The teacher's token ids must mean the student's tokens: the same token -> id map (padding aside)."""
+    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    if student_vocab != teacher_vocab:
+        differ = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()))[:5]
+        raise ValueError(
+            f"teacher {teacher!r} ({tokenizer_name(teacher_tokenizer)}) has another vocabulary than the student "
+            f"({tokenizer_name(student_tokenizer)}): {len(teacher_vocab)} vs {len(student_vocab)} tokens, e.g. "
+            f"{differ}; use a student on the teacher's tokenizer, or a method for different tokenizers "
+            "(cross_tokenizer_logits)"
+        )
+
+
+def check_end_of_turn(student_tokenizer, teacher_tokenizer, teacher: str, vocabulary: TeacherVocabulary) -> None:
+    """The teacher must end its answers with an end token; with one vocabulary, with the student's end of turn.
+
+    A teacher's completion ends where it generated its eos token, which is the last step its
+    stored (or live) distribution covers. Across tokenizers that step is mapped onto the
+    student's eos; within one vocabulary (required, or found) it is taken id for id, so the
+    two must be one token.
+    """
+    names = f"teacher {teacher!r} ({tokenizer_name(teacher_tokenizer)})"
+    if teacher_tokenizer.eos_token_id is None:
+        raise ValueError(f"{names} has no eos token: where its answers end cannot be told; set its eos_token")
+    one_vocabulary = vocabulary == "same" or teacher_tokenizer.get_vocab() == student_tokenizer.get_vocab()
+    if one_vocabulary and teacher_tokenizer.eos_token != student_tokenizer.eos_token:
+        raise ValueError(
+            f"{names} ends its answers with {teacher_tokenizer.eos_token!r}, but the student "
+            f"({tokenizer_name(student_tokenizer)}) closes its turns with {student_tokenizer.eos_token!r}: it would "
+            "learn to end with a token that does not stop it; give both tokenizers the same eos_token"
+        )
+
+
+def check_compatibility(
+    tokenizer,
+    embedding_rows: int,
+    teacher_tokenizers: dict,
+    vocabulary: TeacherVocabulary,
+    student: str,
+) -> None:
+    """The student's tokenizer against its embeddings and the tokenizers of the teachers it learns from.
+
+    `teacher_tokenizers` maps teacher name -> tokenizer; `vocabulary` is what the student's
+    method needs of them. Raises ValueError naming the student and both tokenizers.
+    """
+    where = f"students.{student}"
+    check_embeddings(tokenizer, embedding_rows, where)
+    if tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"{where}.base: the tokenizer {tokenizer_name(tokenizer)} has no pad token (nor an eos token to pad "
+            "with); set its pad_token"
+        )
+    if vocabulary is None:
+        return
+    for teacher, teacher_tokenizer in sorted(teacher_tokenizers.items()):
+        try:
+            if vocabulary == "same":
+                check_same_vocabulary(tokenizer, teacher_tokenizer, teacher)
+            check_end_of_turn(tokenizer, teacher_tokenizer, teacher, vocabulary)
+        except ValueError as error:
+            raise ValueError(f"{where}.method: {error}") from None

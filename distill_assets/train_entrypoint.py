@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--student", required=True)
     parser.add_argument("--training-set", type=Path, required=True, help="the training set, as parquet")
     parser.add_argument("--out-dir", type=Path, required=True, help="where the checkpoint goes")
+    parser.add_argument("--base-dir", type=Path, help="a staged student's starting checkpoint (its base student's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
             if os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):  # launched by Dagster, not by hand
                 pipes = stack.enter_context(open_dagster_pipes())
         log = pipes.log.info if pipes else (print if rank == 0 else (lambda _line: None))
-        metrics = train_student(student, spec, frame, args.out_dir, device, log)
+        metrics = train_student(student, spec, frame, args.out_dir, device, log, base_dir=args.base_dir)
         if rank != 0:
             return
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -27,10 +27,11 @@ from transformers.trainer_callback import PrinterCallback
 from distill_assets.evaluation import PeakRss
 from distill_assets.frames import lazy, light
 from distill_assets.methods import METHODS
+from distill_assets.methods.local_teacher import load_teacher_tokenizer
 from distill_assets.padding import ensure_pad_token
 from distill_assets.spec import Spec, StudentSpec
-from distill_assets.template_check import check_training_set
-from distill_assets.versions import checkpoint_lineage
+from distill_assets.template_check import check_compatibility, check_training_set
+from distill_assets.versions import checkpoint_lineage, read_lineage
 
 Log = Callable[[str], None]
 
@@ -51,14 +52,25 @@ Load it with `AutoModelForCausalLM.from_pretrained(path)`; prompts use the token
 """
 
 
-def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32):
-    """The student before distillation: a pre-trained model, or a Llama built from scratch.
+def build_student_base(
+    student: StudentSpec, spec: Spec, dtype: torch.dtype = torch.float32, base_dir: Path | None = None
+):
+    """The student before distillation: a pre-trained model, a Llama built from scratch, or for a staged
+    student (`base.student`) the trained checkpoint of the student it builds on, found at `base_dir`.
 
     A from-scratch student is initialised from the training seed, so the same spec gives
     the same base, and evaluation can score exactly the model that training started from.
     """
     base = student.base
-    if base.model is not None:
+    if base.student is not None:
+        if base_dir is None or not Path(base_dir).is_dir():
+            raise FileNotFoundError(
+                f"students.{student.name}.base.student: no checkpoint of student {base.student!r} "
+                f"{f'at {base_dir}' if base_dir else 'given'}; train {base.student!r} first"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    elif base.model is not None:
         path = spec.model_path(base.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -83,18 +95,66 @@ def build_student_base(student: StudentSpec, spec: Spec, dtype: torch.dtype = to
     return model, ensure_pad_token(tokenizer)
 
 
+IMBALANCE_RATIO = 100.0  # one loss term this many times another: the weight between them no longer balances them
+IMBALANCE_LOGS = 3  # the first logged steps (each a mean over logging_steps) the imbalance check reads
+
+
+def loss_term_imbalance(
+    history: list[dict], terms: list[str], logs: int = IMBALANCE_LOGS, ratio: float = IMBALANCE_RATIO
+) -> str | None:
+    """A warning when one loss term's mean over the first `logs` logged steps is more than `ratio` times another's.
+
+    Cross-entropy and a distillation term can differ by 100-1000x (easydistill #34); the
+    method's weight (alpha) then no longer sets their balance. None with fewer than two terms.
+    """
+    rows = [h for h in history[:logs] if all(h.get(term) is not None for term in terms)]
+    if len(terms) < 2 or not rows:
+        return None
+    means = {term: sum(abs(h[term]) for h in rows) / len(rows) for term in terms}
+    big, small = max(means, key=means.get), min(means, key=means.get)
+    if means[big] <= ratio * means[small]:
+        return None
+    factor = f"{means[big] / means[small]:,.0f}x" if means[small] > 0 else "an unbounded factor"
+    values = ", ".join(f"{term} {means[term]:.4g}" for term in terms)
+    return (
+        f"loss terms differ by {factor} over the first {len(rows)} logged steps ({values}): {big} sets the "
+        f"gradient and the weight between the terms (alpha) no longer balances them; rescale or reweigh them"
+    )
+
+
 class _LogCallback(TrainerCallback):
-    def __init__(self, log: Log, max_steps: int):
-        self.log, self.max_steps, self.history, self.started = log, max_steps, [], time.time()
+    """Logs progress, keeps each logged step's loss and its terms (`terms`: term -> log key), checks their balance."""
+
+    def __init__(self, log: Log, max_steps: int, terms: dict[str, str]):
+        self.log, self.max_steps, self.terms, self.history, self.started = log, max_steps, terms, [], time.time()
+        self.warning: str | None = None
+        self._checked = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.history.append({"step": state.global_step, "loss": float(logs["loss"])})
+            entry = {"step": state.global_step, "loss": float(logs["loss"])}
+            entry |= {term: float(logs[key]) for term, key in self.terms.items() if logs.get(key) is not None}
+            self.history.append(entry)
             elapsed = time.time() - self.started
             eta = elapsed / max(state.global_step, 1) * (self.max_steps - state.global_step)
+            parts = ", ".join(f"{term} {entry[term]:.4f}" for term in self.terms if term in entry)
             self.log(
-                f"step {state.global_step}/{self.max_steps} loss {logs['loss']:.4f} ({elapsed:.0f}s, ETA {eta:.0f}s)"
+                f"step {state.global_step}/{self.max_steps} loss {logs['loss']:.4f}"
+                + (f" ({parts})" if len(self.terms) > 1 else "")
+                + f" ({elapsed:.0f}s, ETA {eta:.0f}s)"
             )
+            if len(self.history) >= IMBALANCE_LOGS:
+                self._check()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._check()  # a run with fewer logged steps than IMBALANCE_LOGS
+
+    def _check(self) -> None:
+        if not self._checked:
+            self._checked = True
+            self.warning = loss_term_imbalance(self.history, list(self.terms), IMBALANCE_LOGS, IMBALANCE_RATIO)
+            if self.warning:
+                self.log(f"WARNING: {self.warning}")
 
 
 @dataclass
@@ -113,10 +173,17 @@ class TrainerContext:
     log: Log = print
     # the whole training set, top-k log-probability columns included, lazily: read a chunk at a time
     training_frame: pl.LazyFrame | None = None
+    # teacher name -> its tokenizer, for a method that reads the teachers' token ids (teacher_vocabulary)
+    teacher_tokenizers: dict[str, PreTrainedTokenizerBase] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.training_frame is None:
             self.training_frame = self.training_set.lazy()
+
+
+def teacher_tokenizers(spec: Spec, names: list[str]) -> dict[str, PreTrainedTokenizerBase]:
+    """The tokenizers of the named teachers, from their local checkpoints or hub ids, by teacher name."""
+    return {name: load_teacher_tokenizer(spec, spec.teacher(name)) for name in names}
 
 
 def lora_config(student: StudentSpec) -> LoraConfig | None:
@@ -192,12 +259,13 @@ def training_args(student: StudentSpec, work_dir: Path, device: torch.device) ->
 
 @dataclass
 class _Run:
-    """What one trainer.train() gave: its mean loss, the logged losses, wall time and peak memory in bytes."""
+    """What one trainer.train() gave: mean loss, the logged losses and their terms, wall time, peak memory in bytes."""
 
     train_loss: float
     history: list[dict]
     seconds: float
     peak_bytes: int
+    loss_warning: str | None = None  # loss_term_imbalance's, over the first logged steps
 
     @property
     def final_loss(self) -> float:
@@ -214,7 +282,7 @@ def _measured_train(trainer, callback: _LogCallback, device: torch.device) -> _R
         result = trainer.train()
     seconds = time.time() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.increase
-    return _Run(float(result.training_loss), callback.history, seconds, peak)
+    return _Run(float(result.training_loss), callback.history, seconds, peak, callback.warning)
 
 
 def train_student(
@@ -225,9 +293,13 @@ def train_student(
     device: torch.device,
     log: Log = print,
     routing: dict[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> dict:
     """Distil the student with its method (sft, on_policy, offline_logits); write a HF checkpoint to out_dir.
 
+    A staged student (`base.student`) starts from the checkpoint of the student it builds on, at `base_dir`.
+    Before a trainer is built, the student's chat template is checked against the training set
+    and its tokenizer against its embeddings and its teachers' tokenizers (template_check).
     With LoRA the adapters are merged into the weights before saving, so the checkpoint
     loads with plain `from_pretrained` (and in vLLM) like any other. The training set's
     top-k log-probabilities are never read whole: only a method that learns from them reads them, in chunks.
@@ -235,14 +307,18 @@ def train_student(
     training_frame, training_set = lazy(training_set), light(training_set)
     # task -> teacher, as the training set was routed (the routing table's decision with routing: auto)
     routing = routing or dict(training_set.select("task", "teacher").unique().iter_rows())
-    model, tokenizer = build_student_base(student, spec)
+    model, tokenizer = build_student_base(student, spec, base_dir=base_dir)
     method = METHODS[student.method]
     max_length = student.training.max_length if method.learns_completions else None
     check_training_set(tokenizer, training_set, student.name, max_length, log)
+    teachers = method.teachers(spec, student, training_set) if method.teacher_vocabulary else []
+    loaded_teachers = teacher_tokenizers(spec, teachers)
+    rows = model.get_input_embeddings().weight.shape[0]
+    check_compatibility(tokenizer, rows, loaded_teachers, method.teacher_vocabulary, student.name)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 touches the files
         shutil.rmtree(work_dir, ignore_errors=True)
-    callback = _LogCallback(log, student.training.max_steps)
+    callback = _LogCallback(log, student.training.max_steps, method.loss_terms)
     context = TrainerContext(
         student=student,
         spec=spec,
@@ -255,6 +331,7 @@ def train_student(
         routing=routing,
         log=log,
         training_frame=training_frame,
+        teacher_tokenizers=loaded_teachers,
     )
     trainer = method.build_trainer(context)
     adapted = lora_targets(trainer.model) if student.lora is not None else []
@@ -264,6 +341,9 @@ def train_student(
         return {"final_loss": run.final_loss}
     trained = _save_weights(trainer, tokenizer, student, work_dir)
     metrics = _metrics(student, spec, training_set, run, trained, adapted)
+    if base_dir is not None:  # which checkpoint of the student it builds on this one started from
+        base_version = (read_lineage(base_dir) or {}).get("checkpoint_version")
+        metrics["base_student"] = {"student": student.base.student, "checkpoint_version": base_version}
     (work_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(work_dir, student, spec, metrics, routing)
     checkpoint_lineage(student.name, work_dir, training_frame)  # inside, so it is swapped in and published with it
@@ -295,6 +375,10 @@ def _metrics(
         "train_loss": run.train_loss,
         "final_loss": run.final_loss,
         "first_loss": run.history[0]["loss"] if run.history else float("nan"),
+        # each term of the loss (e.g. ce, kd, feature), unweighted, at the first and the last logged step
+        "first_loss_terms": _terms(run.history[:1], student.method),
+        "final_loss_terms": _terms(run.history[-1:], student.method),
+        "loss_warning": run.loss_warning,
         "train_seconds": round(run.seconds, 1),
         "peak_memory_mb": round(run.peak_bytes / 2**20, 1),
         "steps": student.training.max_steps,
@@ -305,9 +389,18 @@ def _metrics(
     }
 
 
+def _terms(entries: list[dict], method: str) -> dict[str, float]:
+    """The method's loss terms in a logged step (the first of `entries`; {} when there is none)."""
+    return {term: entries[0][term] for term in METHODS[method].loss_terms if entries and term in entries[0]}
+
+
 def write_model_card(out_dir: Path, student: StudentSpec, spec: Spec, metrics: dict, routing: dict[str, str]) -> Path:
     """The checkpoint's README.md: what it was distilled from, how, and how to load it."""
-    base = student.base.model or f"from scratch: {student.base.architecture.model_dump(exclude_none=True)}"
+    first = spec.stages(student.name)[0].base  # a staged student's chain starts where its first stage does
+    base = first.model or f"from scratch: {first.architecture.model_dump(exclude_none=True)}"
+    if student.base.student is not None:
+        stages = " -> ".join(s.name for s in spec.stages(student.name))
+        base = f"student `{student.base.student}`'s checkpoint (stages: {stages}; the first built on {base})"
     path = out_dir / "README.md"
     path.write_text(
         MODEL_CARD.format(

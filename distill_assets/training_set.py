@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from distill_assets.frames import TOPK_COLUMNS, Frame, batches, chunked, lazy, write_parquet
-from distill_assets.generation import chat_prompt
+from distill_assets.generation import chat_with_answer
 from distill_assets.keys import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import Spec
@@ -39,11 +39,7 @@ def merge_routed(completions: dict[str, Frame], spec: Spec, routing: Routing) ->
     system = {t.name: t.system_prompt for t in spec.tasks}
 
     def with_messages(chunk: pl.DataFrame, _offset: int) -> pl.DataFrame:
-        messages = [
-            [*chat_prompt(prompt, system[task]), {"role": "assistant", "content": completion}]
-            for task, prompt, completion in chunk.select("task", "prompt", "completion").iter_rows()
-        ]
-        chunk = chunk.with_columns(messages=pl.Series(messages, dtype=MESSAGES))
+        chunk = chunk.with_columns(messages=chat_with_answer(system))
         return chunk.select(c for c in out if c in chunk.columns)  # a projection may have left some out
 
     out = {**{c: schema[c] for c in [*LINEAGE, "prompt", "completion"]}, "messages": MESSAGES}

@@ -97,16 +97,50 @@ class TopK:
         tokens: Sequence[Sequence[str]] | None = None,
     ) -> TopK:
         """From per-step lists (a step may list fewer alternatives: it is padded); ids or tokens, not both."""
+        return cls.from_flat(
+            [lp for step in logprobs for lp in step],
+            [len(step) for step in logprobs],
+            ids=None if ids is None else [i for step in ids for i in step],
+            tokens=None if tokens is None else [t for step in tokens for t in step],
+        )
+
+    @classmethod
+    def from_flat(
+        cls,
+        logprobs: Sequence[float],
+        counts: Sequence[int],
+        ids: Sequence[int] | None = None,
+        tokens: Sequence[str] | None = None,
+    ) -> TopK:
+        """From every step's alternatives in one flat list, step after step, and each step's count of them.
+
+        What a parser collects in one pass, with no per-step lists: `counts[t]` alternatives of
+        step t follow those of step t-1; a step with fewer than the most is padded. Ids or tokens, not both.
+        """
         if (ids is None) == (tokens is None):
-            raise ValueError("TopK.from_steps: give the alternatives' ids or their tokens, not both nor neither")
-        width = max((len(step) for step in logprobs), default=0)
-        values = np.full((len(logprobs), width), np.nan, dtype=np.float16)
-        known = np.full((len(logprobs), width), -1, dtype=np.int32)
-        for t, step in enumerate(logprobs):
-            values[t, : len(step)] = step
+            raise ValueError("TopK.from_flat: give the alternatives' ids or their tokens, not both nor neither")
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        values = np.asarray(logprobs, dtype=np.float64).reshape(-1)  # rounded to float16 once, by TopK
+        if len(values) != counts.sum() or (ids is not None and len(ids) != len(values)):
+            raise ValueError(f"TopK.from_flat: {len(values)} log-probabilities for {int(counts.sum())} alternatives")
+        if np.isnan(values).any():  # NaN marks padding: an alternative listed without its log-probability is not
+            raise ValueError("TopK.from_flat: an alternative's log-probability is null or NaN")
+        shape = (len(counts), int(counts.max(initial=0)))
+        known = np.full(shape, -1, dtype=np.int32)
+        if (counts == shape[1]).all():
+            padded = values.reshape(shape)
             if ids is not None:
-                known[t, : len(step)] = ids[t]
-        return cls(known, values, None if tokens is None else tuple(tuple(step) for step in tokens))
+                known = np.asarray(ids, dtype=np.int32).reshape(shape)
+        else:
+            padded = np.full(shape, np.nan)
+            present = np.arange(shape[1]) < counts[:, None]  # row-major: each step's first counts[t] slots
+            padded[present] = values
+            if ids is not None:
+                known[present] = ids
+        if tokens is None:
+            return cls(known, padded)
+        ends = np.cumsum(counts).tolist()
+        return cls(known, padded, tuple(tuple(tokens[end - n : end]) for end, n in zip(ends, counts.tolist())))
 
     @property
     def k(self) -> int:

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distill_assets import curation
 from distill_assets.curation import (
+    Duplicate,
     JudgeFailed,
+    _bands,
     curate_completions,
     dedup_across,
+    duplicates,
     jaccard,
     judge_scores,
+    minhash,
     near_duplicates,
     parse_score,
     shingles,
     summary,
 )
 from distill_assets.demo.tasks import TASKS
+from distill_assets.inputs import normalise_text
 from distill_assets.quality import completion_suite, prompt_suite
 from distill_assets.spec import JudgeSpec, QualitySpec
 from distill_assets.verifiers import VERIFIERS, get_verifier
@@ -66,6 +73,111 @@ def test_near_duplicates_point_back_and_find_exact_copies(texts):
         assert abs(similarity - jaccard(shingles(texts[i], 3), shingles(texts[j], 3))) < 1e-9
     last = len(texts) - 1
     assert last in found or any(i in found for i in range(last) if shingles(texts[i], 3) == shingles(texts[0], 3))
+
+
+def _reference_duplicates(prompts, completions, quality, active):
+    """Duplicates as found before the compact index: shingle sets and LSH buckets of every row held in dicts."""
+    found, seen = {}, {}
+    for i in (i for i in range(len(prompts)) if active[i]):
+        key = normalise_text(prompts[i]) + "\x00" + normalise_text(completions[i])
+        if key in seen:
+            found[i] = Duplicate("exact", seen[key], 1.0)
+        seen.setdefault(key, i)
+    sets = [shingles(f"{p} {c}", quality.shingle_words) for p, c in zip(prompts, completions)]
+    signature = minhash(sets, quality.minhash_permutations)
+    bands, rows = _bands(quality.minhash_permutations, quality.near_duplicate_threshold)
+    buckets: list[dict] = [{} for _ in range(bands)]
+    for i in (i for i in range(len(prompts)) if active[i] and i not in found):
+        keys = [signature[i, band * rows : (band + 1) * rows].tobytes() for band in range(bands)]
+        candidates = {j for band, key in enumerate(keys) for j in buckets[band].get(key, ())}
+        best = max(((jaccard(sets[i], sets[j]), j) for j in candidates), default=(0.0, -1))
+        if best[0] >= quality.near_duplicate_threshold:
+            found[i] = Duplicate("near", best[1], best[0])
+            continue
+        for band, key in enumerate(keys):
+            buckets[band].setdefault(key, []).append(i)
+    return found
+
+
+def _noisy_copies(rng: random.Random, rows: int) -> tuple[list[str], list[str]]:
+    """Rows drawn from a few texts with a word or two changed, some upper-cased: many exact and near repeats."""
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "mat",
+        "red",
+        "blue",
+        "green",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+    ]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(rng.randint(2, 15))]
+    prompts, completions = [], []
+    for _ in range(rows):
+        completion = rng.choice(texts).split()
+        for _ in range(rng.randint(0, 2)):
+            if completion:
+                completion[rng.randrange(len(completion))] = rng.choice(words)
+        prompt = rng.choice(texts)
+        prompts.append(prompt.upper() if rng.random() < 0.1 else prompt)
+        completions.append(" ".join(completion))
+    return prompts, completions
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), threshold=st.sampled_from([0.5, 0.85, 1.0]), words=st.sampled_from([1, 3]))
+def test_the_compact_index_decides_as_the_dict_of_buckets_did(seed, threshold, words):
+    """Same duplicates, of the same rows, with the same Jaccard, as the index that held every row's sets."""
+    rng = random.Random(seed)
+    prompts, completions = _noisy_copies(rng, rng.randint(1, 150))
+    quality = QualitySpec(near_duplicate_threshold=threshold, shingle_words=words)
+    active = [rng.random() < 0.8 for _ in prompts]
+    found = duplicates(prompts, completions, quality, active)
+    assert found == _reference_duplicates(prompts, completions, quality, active)
+    assert found == duplicates(prompts, completions, quality, active)  # and the same on a second call
+
+
+def test_known_near_duplicates_are_found_across_signature_chunks(monkeypatch):
+    monkeypatch.setattr(curation, "SIGNATURE_CHUNK", 3)
+    monkeypatch.setattr(curation, "SHINGLE_CACHE", 2)
+    story = "the quick brown fox jumps over the lazy dog and then runs far away into the green wood"
+    completions = [story, "something else entirely, nothing alike", story.replace("lazy", "sleepy"), story,
+                   story.upper(), story.replace("green wood", "dark forest tonight")]  # fmt: skip
+    prompts, quality = ["Tell a story"] * 6, QualitySpec(near_duplicate_threshold=0.7)
+    found = duplicates(prompts, completions, quality)
+    assert found == _reference_duplicates(prompts, completions, quality, [True] * 6)
+    assert {i: (d.kind, d.of) for i, d in found.items()} == {2: ("near", 0), 3: ("exact", 0), 4: ("exact", 0),
+                                                             5: ("near", 0)}  # fmt: skip
+    assert found[2].similarity == 16 / 22  # "lazy" -> "sleepy": 3 of 19 shingles changed
+
+
+def _traced_peak(rows: int) -> int:
+    """Peak traced allocations of `duplicates` over `rows` distinct rows of 40 words."""
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(5000)]
+    prompts = [f"question {i}" for i in range(rows)]
+    completions = [" ".join(rng.choice(words) for _ in range(40)) for _ in prompts]
+    tracemalloc.start()
+    try:
+        assert duplicates(prompts, completions, QUALITY) == {}
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_duplicate_index_grows_by_a_few_hundred_bytes_a_row(monkeypatch):
+    """Finding duplicates costs under 600 bytes more per row (MinHash signatures, band groups, digests):
+    a chunk's shingle sets at a time, never every row's (which took about 8 kB a row at 40 words)."""
+    monkeypatch.setattr(curation, "SIGNATURE_CHUNK", 256)
+    small, large = _traced_peak(2000), _traced_peak(8000)
+    assert (large - small) / 6000 < 600, (small, large)
 
 
 def _frame(prompts, completions, finish=None):

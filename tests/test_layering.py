@@ -28,6 +28,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "distill_assets.curation",
             "distill_assets.quality", "distill_assets.verifiers", "distill_assets.routing", "distill_assets.training",
             "distill_assets.training_set", "distill_assets.methods", "distill_assets.methods.*",
+            "distill_assets.methods.local_teacher", "distill_assets.methods.hidden_states",
+            "distill_assets.methods.hidden_states_trainer",
             "distill_assets.evaluation", "distill_assets.metrics", "distill_assets.metrics.*", "distill_assets.plugins",
             "distill_assets.intervals",
             "distill_assets.report", "distill_assets.plots",

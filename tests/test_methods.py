@@ -12,10 +12,10 @@ from distill_assets.generation import generate_completions
 from distill_assets.methods import METHODS
 from distill_assets.methods.offline_logits import VocabularyMismatch, align, check_vocabulary, to_dataset
 from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
-from distill_assets.methods.on_policy import check_same_vocabulary
 from distill_assets.partitions import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import SpecError, load_spec
+from distill_assets.template_check import check_same_vocabulary
 from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
 from resources.transformers_backend import TransformersBackend
@@ -25,13 +25,14 @@ CPU = torch.device("cpu")
 
 
 def test_registry_holds_each_method_with_settings_label_check_and_builder():
-    assert set(METHODS) == {"sft", "on_policy", "offline_logits"}
+    assert set(METHODS) == {"sft", "on_policy", "offline_logits", "cross_tokenizer_logits", "hidden_states"}
     for name, method in METHODS.items():
         settings = method.Settings()  # every field has a default
         assert method.Settings.__doc__, name
         for field, info in method.Settings.model_fields.items():
             assert info.description, f"{name}.{field} has no description"
         assert isinstance(method.label, str) and "TRL" in method.label
+        assert method.loss_terms and all(isinstance(key, str) for key in method.loss_terms.values()), name
         assert callable(method.check) and callable(method.teachers) and callable(method.build_trainer)
         assert settings.model_config["extra"] == "forbid"
     assert set(METHODS["offline_logits"].Settings.model_fields) == {"alpha", "temperature"}
@@ -218,6 +219,9 @@ def test_method_trains_and_checkpoint_generates(name, method_spec, training_fram
     metrics = train_student(student, method_spec, training_frame, out, CPU, log=lambda _: None)
     losses = [h["loss"] for h in metrics["loss_history"]]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0], losses
+    terms = METHODS[student.method].loss_terms  # each term of the loss is logged apart, and kept in the metrics
+    assert all(set(terms) <= set(entry) for entry in metrics["loss_history"])
+    assert set(metrics["final_loss_terms"]) == set(terms)
     assert metrics["method"] == student.method and metrics["peak_memory_mb"] >= 0
     model = AutoModelForCausalLM.from_pretrained(out)  # LoRA adapters are merged: plain from_pretrained
     assert not any("lora" in n for n, _ in model.named_parameters())

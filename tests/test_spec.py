@@ -80,7 +80,7 @@ def test_missing_and_unknown_fields(tmp_path, spec_file):
 def test_student_needs_exactly_one_base(tmp_path, spec_file):
     data = yaml.safe_load(spec_file.read_text())
     data["students"][0]["base"]["model"] = "meta-llama/Llama-3.2-1B-Instruct"
-    assert "students.student_m.base: give exactly one of `model` or `architecture`" in _error(tmp_path, data)
+    assert "students.student_m.base: give exactly one of `model`, `architecture` or `student`" in _error(tmp_path, data)
 
 
 def test_duplicate_names(tmp_path, spec_file):
@@ -156,7 +156,7 @@ def test_unknown_method_and_bad_method_blocks_are_named(tmp_path, spec_file):
     data = yaml.safe_load(spec_file.read_text())
     data["students"][0]["method"] = "dpo"
     message = _error(tmp_path, data)
-    assert "students.student_m.method: Input should be 'sft', 'on_policy' or 'offline_logits'" in message
+    assert "students.student_m.method: Input should be 'sft', 'on_policy', 'offline_logits', " in message
     data["students"][0] |= {"method": "on_policy", "on_policy": {"teacher": "teacher_a", "beta": 2}}
     assert "students.student_m.on_policy.beta" in _error(tmp_path, data)
     data["students"][0]["on_policy"] = {"teacher": "teacher_a", "betta": 0.5}

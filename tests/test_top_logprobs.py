@@ -17,7 +17,8 @@ from resources.backends import Completion, Request, SamplingParams, TeacherBacke
 from resources.cached_backend import CachedBackend
 from resources.completion_codec import MAGIC, decode_completion, encode_completion
 from resources.generation_cache import GenerationCache
-from resources.http_backend import HttpBackend, parse_chat_completion
+from resources.http_backend import HttpBackend, parse_answer, parse_chat_completion
+from resources.retry import RetryableError
 from resources.transformers_backend import TransformersBackend
 from tests.generate_child import demo_prompts
 from tests.openai_server import FakeTeacher, OpenAIServer
@@ -187,6 +188,36 @@ def test_vllm_token_ids_over_http_become_ids():
         backend = HttpBackend([server.url], model="m")
         frame = generate_completions(backend, demo_prompts(2), teacher(2, n=1), TASK)
     assert frame["topk_ids"].to_list() == [[[97, 98], [98]]] * 2 and frame["topk_tokens"].null_count() == 2
+
+
+def _chat_body(steps: list[list[tuple[str, float | None]]]) -> bytes:
+    content = [{"token": s[0][0], "logprob": s[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in s]}
+               for s in steps]  # fmt: skip
+    choice = {"message": {"content": "answer"}, "finish_reason": "stop", "logprobs": {"content": content}}
+    return json.dumps({"choices": [choice]}).encode()
+
+
+def test_the_parser_fills_ragged_steps_and_tells_ids_from_strings():
+    ragged = [[("token_id:7", -0.1), ("token_id:123456", -2.0), ("token_id:0", -3.0)], [("token_id:9", -0.5)]]
+    top = parse_answer(_chat_body(ragged), chat=True, url="u").top_logprobs
+    assert top == TopK.from_steps([[-0.1, -2.0, -3.0], [-0.5]], ids=[[7, 123456, 0], [9]])
+    assert top.ids.tolist() == [[7, 123456, 0], [9, -1, -1]] and np.isnan(top.logprobs[1, 1:]).all()
+    # One alternative that is not an id keeps every step's strings, as they came.
+    mixed = [[("token_id:7", -0.1), ("token_id:x", -2.0)], [("token_id:9", -0.5), ("\n", -1.0)]]
+    top = parse_answer(_chat_body(mixed), chat=True, url="u").top_logprobs
+    assert not top.has_ids and top.tokens == (("token_id:7", "token_id:x"), ("token_id:9", "\n"))
+    strings = [[("é", -0.25), (" the", -1.5)], [("token_id:3", -0.5), ("b", -0.75)]]
+    top = parse_answer(_chat_body(strings), chat=True, url="u").top_logprobs
+    assert top.tokens == (("é", " the"), ("token_id:3", "b")) and top.logprobs.tolist() == [
+        [-0.25, -1.5],
+        [-0.5, -0.75],
+    ]
+
+
+def test_an_alternative_without_its_log_probability_is_a_malformed_answer():
+    for missing in (None, float("nan")):
+        with pytest.raises(RetryableError, match="malformed response body"):
+            parse_answer(_chat_body([[("a", -0.1), ("b", missing)]]), chat=True, url="u")
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ import datasets
 import polars as pl
 import pytest
 
+from distill_assets.generation import chat_prompt, chat_with_answer
 from distill_assets.partitions import teacher_task_key
 from distill_assets.routing import Routing
 from distill_assets.spec import load_spec
-from distill_assets.training_set import export, merge_routed
+from distill_assets.training_set import MESSAGES, export, merge_routed
 from tests.topk_frames import topk_frame
 
 
@@ -111,3 +112,17 @@ def test_partition_key_strings_are_dagsters(teacher, task):
     import dagster as dg
 
     assert teacher_task_key(teacher, task) == str(dg.MultiPartitionKey({"teacher": teacher, "task": task}))
+
+
+def test_chats_built_in_polars_are_chat_prompt_plus_the_answer():
+    frame = pl.DataFrame(
+        {"task": ["a", "b", "c", "a"], "prompt": ["2+2?", "Ünïcode «x»", "", "q"], "completion": ["4", "y", "z", ""]}
+    )
+    systems = {"a": "Answer with a number.", "b": None, "c": ""}
+    built = frame.select(messages=chat_with_answer(systems))["messages"].to_list()
+    expected = [
+        [*chat_prompt(p, systems[t]), {"role": "assistant", "content": c}]
+        for t, p, c in frame.select("task", "prompt", "completion").iter_rows()
+    ]
+    assert built == expected
+    assert frame.select(messages=chat_with_answer(systems)).schema["messages"] == MESSAGES

@@ -7,6 +7,7 @@ import polars as pl
 
 from distill_assets.assets.progress import progress_logger
 from distill_assets.assets.routing_assets import routed_completions, routed_inputs
+from distill_assets.assets.training_assets import checkpoint_deps
 from distill_assets.evaluation import judges, measure_efficiency, metric_summary, score_predictions, worst_prompts
 from distill_assets.frames import light
 from distill_assets.generation import chat_prompt, prompt_mode, teacher_prompt
@@ -119,7 +120,7 @@ def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         "every metric of its task (the worst in the metadata; the frame under frames/student_evaluation/).",
         partitions_def=partitions.student,
         ins={"eval_set": partitions_in()},
-        deps=[dg.AssetKey("student_checkpoint"), EVALUATION_SPEC],
+        deps=[*checkpoint_deps(spec), EVALUATION_SPEC],  # a staged student's base checkpoint is its "before"
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         **GPU,
@@ -132,7 +133,8 @@ def student_evaluation_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
     ) -> pl.DataFrame:
         student = spec.student(context.partition_key)
         device, dtype = accelerator.torch_device(), accelerator.torch_dtype()
-        base_model, base_tokenizer = build_student_base(student, spec, dtype)
+        base_dir = store.checkpoint_dir(student.base.student) if student.base.student else None
+        base_model, base_tokenizer = build_student_base(student, spec, dtype, base_dir)
         stages = {
             "before": lambda: TransformersBackend(base_model.to(device), base_tokenizer, settings.batch_size, "base"),
             "after": lambda: TransformersBackend.load(
@@ -167,7 +169,7 @@ def model_efficiency_asset(spec: Spec) -> dg.AssetsDefinition:
         description="Size, time to first token, latency, throughput, memory and cost of every teacher and student, "
         "measured one after another in one process on the same hardware.",
         ins={"eval_set": partitions_in()},
-        deps=[dg.AssetDep("student_checkpoint", partition_mapping=dg.AllPartitionMapping()), EVALUATION_SPEC],
+        deps=[*checkpoint_deps(spec, every_partition=True), EVALUATION_SPEC],
         group_name="evaluation",
         kinds={"pytorch", "polars"},
         **GPU,

@@ -19,8 +19,38 @@ from resources.storage import ArtifactStore
 EXPORT_KEYS = {"jsonl": "chat_jsonl", "datasets": "datasets_dir", "logprobs": "logprobs_parquet"}  # metadata names
 
 
+CHECKPOINT = "student_checkpoint"
+
+
 def build(spec: Spec, partitions: Partitions) -> list:
-    return [training_set_asset(spec), student_checkpoint_asset(spec, partitions)]
+    stages = range(1, len(partitions.student_stages) + 1)
+    return [training_set_asset(spec), *(student_checkpoint_asset(spec, partitions, stage) for stage in stages)]
+
+
+def checkpoint_key(stage: int) -> dg.AssetKey:
+    """The asset holding the checkpoints of one stage's students: `student_checkpoint` for those built from a
+    model or an architecture, `student_checkpoint_stage2` for the students built on those, and so on.
+
+    A staged student's checkpoint depends on its base student's, and Dagster lets a partition
+    depend on another partition of the same asset only along time: so each stage is an asset.
+    """
+    return dg.AssetKey(CHECKPOINT if stage == 1 else f"{CHECKPOINT}_stage{stage}")
+
+
+def checkpoint_deps(spec: Spec, every_partition: bool = False) -> list[dg.AssetDep]:
+    """Every stage's checkpoint asset as the deps of an asset partitioned by student: each student's own
+    checkpoint and, for a staged student, its base student's too (the model it starts from); or with
+    `every_partition`, for an unpartitioned asset, all of them."""
+    deps = []
+    for stage, names in enumerate(spec.students_by_stage(), start=1):
+        staged_on = {n: {s.name for s in spec.students if s.base.student == n} for n in names}
+        mapping = (
+            dg.AllPartitionMapping()
+            if every_partition
+            else dg.StaticPartitionMapping({n: {n, *staged_on[n]} for n in names})
+        )
+        deps.append(dg.AssetDep(checkpoint_key(stage), partition_mapping=mapping))
+    return deps
 
 
 def training_set_asset(spec: Spec) -> dg.AssetsDefinition:
@@ -57,32 +87,53 @@ def training_set_asset(spec: Spec) -> dg.AssetsDefinition:
     return training_set
 
 
-def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDefinition:
+def student_checkpoint_asset(spec: Spec, partitions: Partitions, stage: int = 1) -> dg.AssetsDefinition:
+    """The checkpoints of one stage's students (see checkpoint_key); from stage 2 on, each student starts from
+    the checkpoint of the student it builds on, the stage before's partition that it depends on."""
+    partitions_def = partitions.student_stages[stage - 1]
+    names = partitions_def.get_partition_keys()
+    # the student's spec: editing it makes only its checkpoint stale
+    deps = [dg.AssetDep("student_spec", partition_mapping=dg.StaticPartitionMapping({n: n for n in names}))]
+    description = "A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card."
+    if stage > 1:
+        bases: dict[str, set[str]] = {}
+        for name in names:
+            bases.setdefault(spec.student(name).base.student, set()).add(name)
+        deps.append(dg.AssetDep(checkpoint_key(stage - 1), partition_mapping=dg.StaticPartitionMapping(bases)))
+        description = (
+            f"A staged student (stage {stage}) fine-tuned on the training set from the checkpoint of the student it "
+            f"builds on ({checkpoint_key(stage - 1).to_user_string()}): a Hugging Face checkpoint directory."
+        )
+
     @dg.asset(
-        description="A student fine-tuned on the training set: a Hugging Face checkpoint directory with a model card.",
-        partitions_def=partitions.student,
+        key=checkpoint_key(stage),
+        description=description,
+        partitions_def=partitions_def,
         ins={"training_set": dg.AssetIn()},
-        deps=["student_spec"],  # the student's spec: editing it makes only its checkpoint stale
+        deps=deps,
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
         # on Kubernetes the step pod requests nvidia.com/gpu: one per torchrun process
-        op_tags=gpu_op_tags(max(s.launcher.nproc_per_node for s in spec.students)),
+        op_tags=gpu_op_tags(max(spec.student(n).launcher.nproc_per_node for n in names)),
     )
     def student_checkpoint(
         context: dg.AssetExecutionContext, accelerator: Accelerator, store: ArtifactStore, training_set: pl.LazyFrame
     ) -> dg.MaterializeResult:
         student = spec.student(context.partition_key)
         out_dir = store.checkpoint_dir(student.name, fetch=False)
+        # a staged student's starting point: its base student's checkpoint, fetched when the store is remote
+        base_dir = store.checkpoint_dir(student.base.student) if student.base.student else None
         context.log.info(
             f"training {student.name} ({student.method}) on {training_set.select(pl.len()).collect().item()} rows, "
-            f"{accelerator.describe()}"
+            f"{accelerator.describe()}" + (f", from student {student.base.student}'s checkpoint" if base_dir else "")
         )
+        device = accelerator.torch_device()
         if student.launcher.kind != "in_process":  # torchrun / accelerate launch, through Dagster Pipes
-            result = train_with_pipes(context, student, spec, training_set, out_dir, accelerator.torch_device().type)
+            result = train_with_pipes(context, student, spec, training_set, out_dir, device.type, base_dir=base_dir)
             trained = dict(result.metadata or {})  # what rank 0 reported: losses, time, world size, path
         else:
-            metrics = train_student(student, spec, training_set, out_dir, accelerator.torch_device(), context.log.info)
+            metrics = train_student(student, spec, training_set, out_dir, device, context.log.info, base_dir=base_dir)
             keys = ("parameters", "first_loss", "final_loss", "train_seconds", "peak_memory_mb", "steps")
             trained = {"path": dg.MetadataValue.path(str(out_dir)), **{k: metrics[k] for k in keys}}
         # Both paths write the lineage inside the checkpoint before it is swapped in (training.py),
@@ -90,6 +141,9 @@ def student_checkpoint_asset(spec: Spec, partitions: Partitions) -> dg.AssetsDef
         lineage = read_lineage(out_dir)
         if lineage is None:
             raise FileNotFoundError(f"student_checkpoint: {out_dir} has no lineage file after training")
+        if base_dir is not None:
+            trained["base_student"] = student.base.student
+            trained["base_checkpoint_version"] = (read_lineage(base_dir) or {}).get("checkpoint_version") or ""
         return dg.MaterializeResult(
             data_version=dg.DataVersion(lineage["checkpoint_version"]),
             metadata={

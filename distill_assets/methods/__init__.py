@@ -2,9 +2,13 @@
 
 A method file holds everything about its method: `Settings` (the pydantic model of the
 student's optional block named after the method, every field with a default),
-`label` (the trainer, as the model card and report name it), `learns_completions` (whether the
+`label` (the trainer, as the model card and report name it), `teacher_vocabulary` (what it needs
+of the teachers' tokenizers: None, "same" or "any"; training checks it before it starts,
+template_check.check_compatibility), `learns_completions` (whether the
 student learns the training set's completions, rendered in its chat template and cut at
-`training.max_length`, which training checks before it starts), `check(spec, student)`
+`training.max_length`, which training checks before it starts), `loss_terms` (each term of its
+loss, e.g. `ce`, `kd`, -> the key its trainer logs it under; the logged `loss` is their
+weighted sum), `check(spec, student)`
 (what the spec must give it, raised as ValueError naming the field), `teachers(spec,
 student, training_set)` (whom the student learns from) and `build_trainer(ctx)` (a TRL
 trainer from a `training.TrainerContext`). `training.train_student` is the one shared
@@ -18,8 +22,9 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from distill_assets.methods import offline_logits, on_policy, sft
+from distill_assets.methods import cross_tokenizer_logits, hidden_states, offline_logits, on_policy, sft
 from distill_assets.specbase import StrictModel
+from distill_assets.template_check import TeacherVocabulary
 
 
 class TrainingMethod(Protocol):
@@ -27,7 +32,9 @@ class TrainingMethod(Protocol):
 
     Settings: type[StrictModel]
     label: str
+    teacher_vocabulary: TeacherVocabulary
     learns_completions: bool
+    loss_terms: dict[str, str]
 
     def check(self, spec: Any, student: Any) -> None: ...
 
@@ -40,4 +47,6 @@ METHODS: dict[str, TrainingMethod] = {
     "sft": sft,
     "on_policy": on_policy,
     "offline_logits": offline_logits,
+    "cross_tokenizer_logits": cross_tokenizer_logits,
+    "hidden_states": hidden_states,
 }

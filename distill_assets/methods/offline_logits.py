@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from distill_assets.methods.offline_logits_trainer import OfflineLogitsTrainer
 
 label = "TRL `SFTTrainer` with a top-k KL term on stored teacher log-probabilities"
+teacher_vocabulary = "same"  # the stored top-k ids are taken as the student's ids
 learns_completions = True
+loss_terms = {"ce": "ce", "kd": "kl"}  # term -> its key in the trainer's logs; `loss` is their weighted sum
 
 
 class Settings(StrictModel):
@@ -46,12 +48,12 @@ def check(spec, student) -> None:
     for teacher in spec.teachers:
         if teacher.generation.top_logprobs < 1:
             raise ValueError(
-                f"{where}: offline_logits learns from the teachers' stored top-k log-probabilities; "
+                f"{where}: {student.method} learns from the teachers' stored top-k log-probabilities; "
                 f"set teachers.{teacher.name}.generation.top_logprobs (e.g. 5)"
             )
         if teacher.backend == "openai":
             raise ValueError(
-                f"{where}: offline_logits needs token ids, which teachers.{teacher.name} "
+                f"{where}: {student.method} needs token ids, which teachers.{teacher.name} "
                 "(backend openai) does not return; use a transformers or vllm teacher"
             )
 
@@ -119,7 +121,7 @@ def check_vocabulary(
                 raise VocabularyMismatch(
                     f"teacher {teacher}: token {token!r} has id {token_id} in the teacher's vocabulary but "
                     f"{vocab.get(token)} in the student's; offline_logits needs a student with the teacher's "
-                    "tokenizer (or use method: sft)"
+                    "tokenizer (or use method: cross_tokenizer_logits)"
                 )
 
 

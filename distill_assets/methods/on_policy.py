@@ -1,4 +1,4 @@
-"""On-policy distillation with TRL's DistillationTrainer: the student writes, the local teacher scores each token.
+"""On-policy distillation: the student writes, the local teacher scores each token (TRL DistillationTrainer or GOLD).
 
 trl, transformers and datasets are imported where the trainer is built, so the spec can
 import this file's settings cheaply.
@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING
 import polars as pl
 from pydantic import Field
 
+from distill_assets.methods.local_teacher import load_teacher_model, load_teacher_tokenizer
 from distill_assets.specbase import Name, StrictModel
 
 if TYPE_CHECKING:
     import datasets
     from trl import DistillationTrainer
 
-label = "TRL `DistillationTrainer`, generalized JSD"
+label = "TRL `DistillationTrainer`, generalized JSD (`GOLDTrainer` across tokenizers)"
+teacher_vocabulary = "any"  # one vocabulary: generalized JSD id by id; another: GOLD aligns them by bytes
 learns_completions = False  # the student writes its own completions; max_length does not apply
+loss_terms = {"jsd": "loss"}  # TRL logs the generalized JSD as the loss; there is no cross-entropy term
 
 
 class Settings(StrictModel):
@@ -56,25 +59,13 @@ def teachers(spec, student, training_set: pl.DataFrame) -> list[str]:
     return [teacher_of(spec, student).name]
 
 
-def check_same_vocabulary(student_tokenizer, teacher_tokenizer, teacher: str) -> None:
-    """Generalized JSD compares full next-token distributions: the token ids must mean the same tokens."""
-    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-    if student_vocab != teacher_vocab:
-        differ = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()))[:5]
-        raise ValueError(
-            f"on_policy: teacher {teacher!r} has another vocabulary than the student ({len(teacher_vocab)} vs "
-            f"{len(student_vocab)} tokens; e.g. {differ}); use a student built on the teacher's tokenizer, "
-            "or method: sft / offline_logits"
-        )
-
-
 PADDED_LOGIT = -1e4  # the teacher's logit for a padded row: no probability, and finite, so no 0 * inf in the loss
 
 
 def match_teacher_head(teacher_model, rows: int, tokens: int) -> None:
     """Give the teacher an output head over the student's `rows` logits that puts no mass past the tokenizer's `tokens`.
 
-    Student and teacher share a tokenizer (checked), but their embeddings may be padded
+    Student and teacher share a tokenizer here, but their embeddings may be padded
     differently past it (49,152 tokens in 49,216 rows, say); the divergence compares their
     logits row by row over the student's rows. The teacher keeps its logits for the real
     tokens; its own padded rows are dropped and the student's are given PADDED_LOGIT.
@@ -97,29 +88,40 @@ def match_teacher_head(teacher_model, rows: int, tokens: int) -> None:
     teacher_model.config.get_text_config().vocab_size = rows
 
 
-def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> datasets.Dataset:
-    """One row per distinct prompt of the tasks routed to the teacher; the student writes its own completions."""
-    import datasets
-
+def routed_tasks(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> list[str]:
+    """The tasks routed to the teacher that the training set holds prompts of (at least one, or a clear error)."""
     tasks = sorted(task for task, name in routing.items() if name == teacher)
-    frame = training_set.filter(pl.col("task").is_in(tasks)).unique("prompt_id", keep="first", maintain_order=True)
-    if frame.height == 0:
+    if not training_set.filter(pl.col("task").is_in(tasks)).height:
         raise ValueError(
             f"on_policy: no task is routed to teacher {teacher!r} (routing: {routing}); name a routed teacher "
             "in the student's on_policy.teacher"
         )
+    return tasks
+
+
+def prompts_for(training_set: pl.DataFrame, teacher: str, routing: dict[str, str]) -> datasets.Dataset:
+    """One row per distinct prompt of the tasks routed to the teacher; the student writes its own completions."""
+    import datasets
+
+    tasks = routed_tasks(training_set, teacher, routing)
+    frame = training_set.filter(pl.col("task").is_in(tasks)).unique("prompt_id", keep="first", maintain_order=True)
     return datasets.Dataset.from_dict({"prompt": [m[:-1] for m in frame["messages"].to_list()]})
 
 
 def build_trainer(ctx) -> DistillationTrainer:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """TRL's DistillationTrainer on one vocabulary; TRL's GOLD (on_policy_gold.py) where the teacher's is another."""
     from trl import DistillationConfig, DistillationTrainer
 
     settings = ctx.student.method_settings()
     loaded = teacher_of(ctx.spec, ctx.student)
-    path = ctx.spec.model_path(loaded.model)
-    check_same_vocabulary(ctx.tokenizer, AutoTokenizer.from_pretrained(path, revision=loaded.revision), loaded.name)
-    teacher_model = AutoModelForCausalLM.from_pretrained(path, revision=loaded.revision, dtype=ctx.model.dtype)
+    teacher_model = load_teacher_model(ctx.spec, loaded, ctx.model.dtype)
+    teacher_tokenizer = ctx.teacher_tokenizers.get(loaded.name) or load_teacher_tokenizer(ctx.spec, loaded)
+    if teacher_tokenizer.get_vocab() != ctx.tokenizer.get_vocab():
+        from distill_assets.methods.on_policy_gold import build_gold_trainer, prompts_and_completions
+
+        dataset = prompts_and_completions(ctx.training_set, routed_tasks(ctx.training_set, loaded.name, ctx.routing))
+        path = ctx.spec.model_path(loaded.model)
+        return build_gold_trainer(ctx, teacher_model, teacher_tokenizer, path, dataset)
     rows, tokens = ctx.model.get_output_embeddings().weight.shape[0], len(ctx.tokenizer)
     match_teacher_head(teacher_model, rows, tokens)
     ctx.tokenizer.padding_side = "left"  # the student generates from the right edge

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 label = "TRL `SFTTrainer`"
+teacher_vocabulary = None  # learns the teachers' text, never their token ids
 learns_completions = True
+loss_terms = {"ce": "loss"}  # the loss is the cross-entropy alone
 
 
 class Settings(StrictModel):
