@@ -224,7 +224,7 @@ def print_report(spec: Spec) -> None:
         if model["role"] != "student":
             continue
         line = (
-            f"  {name}: keeps {model['retention_mean']:.1%} of the teachers' exact match "
+            f"  {name}: keeps {model['retention_mean']:.1%} of the teachers' headline score "
             f"(lowest task {model['retention_min']:.1%})"
         )
         if model["vs_teachers"]:  # empty when every teacher is served elsewhere and was not timed here
