@@ -244,7 +244,10 @@ def _outside(box: Bbox, area: Bbox) -> float:
 
 def write_quality_latency_plot(report: dict, path: Path) -> Path:
     """A PNG: mean headline score over every task against batch-1 latency, with the Pareto front."""
-    fig = quality_latency_figure(report)
+    return _save(quality_latency_figure(report), path)
+
+
+def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     _pyplot().close(fig)
@@ -312,8 +315,4 @@ def task_plots_figure(report: dict) -> Figure:
 
 def write_task_plots(report: dict, path: Path) -> Path:
     """A PNG with one panel per task: score against latency, with error bars."""
-    fig = task_plots_figure(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    _pyplot().close(fig)
-    return path
+    return _save(task_plots_figure(report), path)

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from distill_assets.demo.make_data import DATA_DIR
-from distill_assets.demo.tiny_models import BOS, CHAT_TEMPLATE, EOS, PAD, ROLES, SPECIAL_TOKENS, UNK
+from distill_assets.demo.tiny_models import SPECIAL_TOKENS, with_demo_chat
 
 OUT_DIR = Path(__file__).parent / "models" / "student_bpe"
 VOCAB_SIZE = 384  # the 256 bytes, the 7 special tokens and about 120 merges
@@ -50,18 +50,7 @@ def build_bpe_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        additional_special_tokens=ROLES,
-        model_max_length=model_max_length,
-        padding_side="left",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return with_demo_chat(backend, model_max_length)
 
 
 def main() -> None:

@@ -34,6 +34,11 @@ def build_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()
+    return with_demo_chat(backend, model_max_length)
+
+
+def with_demo_chat(backend: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer around `backend` with the demo's special tokens and chat template."""
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
