@@ -162,6 +162,21 @@ def stages_table(results: list[dict], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def print_tables(results: list[dict], tasks: list[str]) -> None:
+    print(table(results, tasks))
+    if any(len(r["stages"]) > 1 for r in results):
+        print("\nstaged students, each stage after training:\n")
+        print(stages_table(results, tasks))
+
+
+def read_results(paths: list[Path]) -> list[dict]:
+    """The result lines (one JSON object per trained student and seed) of earlier runs' logs, by student and seed."""
+    results = [
+        json.loads(line) for path in paths for line in path.read_text().splitlines() if line.startswith('{"student"')
+    ]
+    return sorted(results, key=lambda r: r["seed"])
+
+
 def default_students(spec) -> list[str]:
     """The students of the last one's size (a staged student has its first stage's), but those that are only
     a stage of another listed one: they train, and are scored, as its first stage."""
@@ -181,9 +196,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", type=Path, help="keep the built training set here (reused when present)")
     parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument(
+        "--results", type=Path, nargs="+", help="train nothing: print the tables of results earlier runs printed (logs)"
+    )
     args = parser.parse_args()
 
     spec = load_spec(args.spec)
+    if args.results:
+        print_tables(read_results(args.results), [t.name for t in spec.tasks])
+        return
     device = torch.device(args.device)
     args.students = args.students or default_students(spec)
     data = args.data or Path(tempfile.mkdtemp(prefix="methods_seeds_"))
@@ -212,10 +233,7 @@ def main() -> None:
         results = pool.map(train_and_score, jobs, chunksize=1)
     print(f"\n{len(jobs)} students trained and scored in {time.perf_counter() - started:.0f}s, {args.workers} at once")
     print(f"exact match, mean (range) over seeds {args.seeds}; device {device} ({name})\n")
-    print(table(results, [t.name for t in spec.tasks]))
-    if any(len(r["stages"]) > 1 for r in results):
-        print("\nstaged students, each stage after training:\n")
-        print(stages_table(results, [t.name for t in spec.tasks]))
+    print_tables(results, [t.name for t in spec.tasks])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
