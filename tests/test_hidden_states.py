@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill_assets import training
 from distill_assets.methods.hidden_states import even_layer_map, layer_map
-from distill_assets.methods.hidden_states_trainer import feature_loss
+from distill_assets.methods.hidden_states_trainer import TeacherStates, feature_loss
 from distill_assets.spec import SpecError, load_spec
 from distill_assets.template_check import check_same_vocabulary
 from distill_assets.training import _LogCallback, build_student_base, loss_term_imbalance, train_student
@@ -187,3 +187,25 @@ def test_the_warning_is_recorded_in_the_checkpoints_metrics(feature_spec, traini
     written = json.loads((tmp_path / "s" / "training_metrics.json").read_text())
     assert metrics["loss_warning"] and written["loss_warning"] == metrics["loss_warning"]
     assert written["loss_warning"].startswith("loss terms differ by")
+
+
+def test_teacher_states_are_computed_once_per_row_and_kept_within_the_budget(tiny_teacher):
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0], [5, 6, 7, 8]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        direct = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    states = TeacherStates(budget_bytes=2**20)
+    first = states.batch(teacher, [1, 0], ids[:2], mask[:2], [10, 11])
+    again = states.batch(teacher, [1, 0], ids[[1, 2, 0]], mask[[1, 2, 0]], [11, 12, 10])  # 11, 10 kept; 12 new
+    assert (states.computed, states.reused) == (3, 2)
+    for layer, j in ((1, 0), (0, 1)):
+        real = mask.bool()
+        torch.testing.assert_close(first[j][:2][real[:2]], direct[layer][:2][real[:2]])
+        order = [1, 2, 0]
+        torch.testing.assert_close(again[j][real[order]], direct[layer][order][real[order]])
+        assert (again[j][~real[order]] == 0).all()  # padding stays zero
+    none_kept = TeacherStates(budget_bytes=0)
+    none_kept.batch(teacher, [1], ids, mask, [0, 1, 2])
+    none_kept.batch(teacher, [1], ids, mask, [0, 1, 2])
+    assert (none_kept.computed, none_kept.reused, none_kept.used) == (6, 0, 0)

@@ -46,6 +46,11 @@ class Settings(StrictModel):
         description="[student layer, teacher layer] pairs: 0 is the embeddings, i the output of block i (the last "
         "one after the final norm); default: student block i to teacher block round(i * teacher / student blocks)",
     )
+    teacher_cache_mb: NonNegativeInt = Field(
+        1024,
+        description="the teachers' hidden states at the mapped layers kept across epochs, per training row, up to this "
+        "many MB on the teachers' device (0: recompute every step); rows past it are recomputed when they come again",
+    )
 
 
 def check(spec, student) -> None:
@@ -107,6 +112,7 @@ def build_trainer(ctx) -> HiddenStatesTrainer:
         ctx.log(f"hidden_states: student -> teacher {name} layers {pairs}")
     rows = [names.index(t) for t in ctx.training_set["teacher"].to_list()]
     dataset = to_prompt_completion(ctx.training_set).add_column("teacher_index", rows)
+    dataset = dataset.add_column("row_index", list(range(len(dataset))))  # the key of its cached teacher states
     return HiddenStatesTrainer(
         model=ctx.model,
         args=sft_config({**ctx.args, "remove_unused_columns": False}, ctx.tokenizer),
@@ -119,4 +125,5 @@ def build_trainer(ctx) -> HiddenStatesTrainer:
         layer_maps=maps,
         alpha=settings.alpha,
         loss=settings.loss,
+        cache_bytes=settings.teacher_cache_mb * 2**20,
     )
