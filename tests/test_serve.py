@@ -146,7 +146,10 @@ def test_cli_stops_the_server_when_it_is_interrupted(tmp_path, signum, status):
     gguf.write_bytes(b"GGUF")
     waiting = REPORT_URL + "; import time; time.sleep(60)"
     launcher = (
-        "import sys; from distill_assets import serve; from tests.test_serve import fake_llama_command; "
+        # Ctrl-C raises KeyboardInterrupt as in a terminal, even where this test runs with SIGINT ignored (a
+        # background job of a non-interactive shell), which the launcher would inherit
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from distill_assets import serve; from tests.test_serve import fake_llama_command; "
         "serve.llama_command = fake_llama_command; sys.exit(serve.main(sys.argv[1:]))"
     )
     argv = [sys.executable, "-c", launcher, "--gguf", str(gguf), "--", sys.executable, "-c", waiting, str(seen)]
