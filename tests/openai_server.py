@@ -17,6 +17,7 @@ import json
 import random
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,3 +216,33 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class TeacherAndJudge(FakeTeacher):
+    """Reverses prompts as the teacher; as the judge answers `Score: <score>`, or fails (HTTP 500) the judge
+    requests whose prompt's crc32 is a multiple of `fail_every` while `failing` is set."""
+
+    def __init__(self, score: int, fail_every: int):
+        super().__init__(answer=self.reply)
+        self.score, self.fail_every, self.failing = score, fail_every, True
+
+    @staticmethod
+    def judged(prompt: str) -> bool:
+        return prompt.startswith("Question:")
+
+    def fails(self, prompt: str) -> bool:
+        return self.failing and self.judged(prompt) and zlib.crc32(prompt.encode()) % self.fail_every == 0
+
+    def fault_for(self, prompt: str, attempt: int) -> str | None:
+        return "500" if self.fails(prompt) else None
+
+    def reply(self, messages: list[dict], body: dict):
+        if self.judged(messages[-1]["content"]):
+            return f"Score: {self.score}", "stop", None
+        return reverse_answer(messages, body)
+
+    def judge_prompts(self) -> list[str]:
+        return [p for p in self.requests if self.judged(p)]
+
+    def judge_requests(self) -> int:
+        return sum(n for prompt, n in self.requests.items() if self.judged(prompt))

@@ -10,17 +10,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill_assets.demo.bpe_tokenizer import OUT_DIR as BPE_DIR
 from distill_assets.demo.bpe_tokenizer import build_bpe_tokenizer, training_texts
-from distill_assets.generation import generate_completions
 from distill_assets.methods.cross_tokenizer_logits import align_spans, plan_rows, token_map
 from distill_assets.methods.cross_tokenizer_trainer import cross_tokenizer_loss
-from distill_assets.partitions import teacher_task_key
-from distill_assets.routing import Routing
 from distill_assets.spec import load_spec
 from distill_assets.training import train_student
-from distill_assets.training_set import merge_routed
 from resources.backends import SamplingParams
 from resources.transformers_backend import TransformersBackend
 from tests.conftest import shrunken_spec
+from tests.test_methods import routed_training_frame
 
 CPU = torch.device("cpu")
 
@@ -135,16 +132,7 @@ def cross_spec(tmp_path_factory, tiny_teacher):
 
 @pytest.fixture(scope="module")
 def training_frame(cross_spec, tiny_teacher):
-    from distill_assets.inputs import curate
-
-    backend = TransformersBackend.load(str(tiny_teacher), CPU, torch.float32, batch_size=16)
-    frames = {}
-    for task, teacher in Routing.from_spec(cross_spec).teachers.items():
-        t = cross_spec.task(task)
-        prompts, _, _, _ = curate(t, cross_spec.resolve_path(t.source), cross_spec.resolve_path(t.eval_source))
-        frames[teacher_task_key(teacher, task)] = generate_completions(backend, prompts, cross_spec.teacher(teacher), t)
-    backend.close()
-    return merge_routed(frames, cross_spec, Routing.from_spec(cross_spec)).collect()
+    return routed_training_frame(cross_spec, tiny_teacher)
 
 
 def test_cross_tokenizer_student_trains_and_checkpoint_generates(cross_spec, training_frame, tmp_path):

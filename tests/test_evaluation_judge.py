@@ -9,7 +9,6 @@ by agreement with its teacher.
 from __future__ import annotations
 
 import json
-import zlib
 
 import dagster as dg
 import polars as pl
@@ -19,36 +18,12 @@ from distill_assets.definitions import build_definitions
 from distill_assets.partitions import teacher_task_key
 from distill_assets.run import plan, run_pipeline
 from distill_assets.spec import load_spec
-from tests.openai_server import FakeTeacher, OpenAIServer, reverse_answer
+from tests.openai_server import OpenAIServer, TeacherAndJudge
 
 
 def same_length(prompt: str, prediction: str, reference: str | None) -> float:
     """A user's metric: the answer is as long as the reference."""
     return float(reference is not None and len(prediction.strip()) == len(reference.strip()))
-
-
-class TeacherAndJudge(FakeTeacher):
-    def __init__(self):
-        super().__init__(answer=self.reply)
-        self.failing = True
-
-    @staticmethod
-    def judged(prompt: str) -> bool:
-        return prompt.startswith("Question:")
-
-    def fails(self, prompt: str) -> bool:
-        return self.failing and self.judged(prompt) and zlib.crc32(prompt.encode()) % 2 == 0
-
-    def fault_for(self, prompt: str, attempt: int) -> str | None:
-        return "500" if self.fails(prompt) else None
-
-    def reply(self, messages: list[dict], body: dict):
-        if self.judged(messages[-1]["content"]):
-            return "Score: 8", "stop", None
-        return reverse_answer(messages, body)
-
-    def judge_prompts(self) -> list[str]:
-        return [p for p in self.requests if self.judged(p)]
 
 
 def judged_spec(spec_file, url: str) -> None:
@@ -64,7 +39,7 @@ def judged_spec(spec_file, url: str) -> None:
 
 
 def test_a_custom_metric_and_the_judge_score_every_model_through_the_cache(spec_file):
-    fake = TeacherAndJudge()
+    fake = TeacherAndJudge(score=8, fail_every=2)
     with OpenAIServer(fake) as server, dg.DagsterInstance.ephemeral() as instance:
         judged_spec(spec_file, server.url)
         defs = build_definitions(spec_file)

@@ -7,8 +7,6 @@ requests.
 
 from __future__ import annotations
 
-import zlib
-
 import dagster as dg
 import polars as pl
 import pytest
@@ -17,35 +15,9 @@ import yaml
 from distill_assets.definitions import build_definitions
 from distill_assets.partitions import teacher_task_key
 from distill_assets.spec import load_spec
-from tests.openai_server import FakeTeacher, OpenAIServer, reverse_answer
+from tests.openai_server import OpenAIServer, TeacherAndJudge
 
 KEY = teacher_task_key("teacher_b", "reverse")
-
-
-class TeacherAndJudge(FakeTeacher):
-    """Reverses prompts as the teacher; as the judge scores 9, or fails about a third of its requests."""
-
-    def __init__(self):
-        super().__init__(answer=self.reply)
-        self.failing = True
-
-    @staticmethod
-    def judged(prompt: str) -> bool:
-        return prompt.startswith("Question:")
-
-    def fails(self, prompt: str) -> bool:
-        return self.failing and self.judged(prompt) and zlib.crc32(prompt.encode()) % 3 == 0
-
-    def fault_for(self, prompt: str, attempt: int) -> str | None:
-        return "500" if self.fails(prompt) else None
-
-    def reply(self, messages: list[dict], body: dict):
-        if self.judged(messages[-1]["content"]):
-            return "Score: 9", "stop", None
-        return reverse_answer(messages, body)
-
-    def judge_requests(self) -> int:
-        return sum(n for prompt, n in self.requests.items() if self.judged(prompt))
 
 
 def write_spec(spec_file, url: str, **judge) -> None:
@@ -70,7 +42,7 @@ def curate(spec_file, instance) -> tuple[dg.ExecuteInProcessResult, dict]:
 @pytest.fixture
 def judged_run(spec_file):
     """A spec whose reverse task is judged by the served teacher_b, its inputs and completions materialized."""
-    fake = TeacherAndJudge()
+    fake = TeacherAndJudge(score=9, fail_every=3)
     with OpenAIServer(fake) as server, dg.DagsterInstance.ephemeral() as instance:
         write_spec(spec_file, server.url)
         defs = build_definitions(spec_file)
