@@ -180,7 +180,7 @@ def generate_direct(spec, prompts: pl.DataFrame, args) -> pl.LazyFrame:
 def stage_curate(spec, prompts: pl.DataFrame, work: Path) -> Path:
     from distill_assets.curation import curate_partition
 
-    curated, _ = curate_partition(pl.scan_parquet(work / "synthetic_completions.parquet"), prompts, spec.quality)
+    curated, _ = curate_partition(frames.scan_parquet(work / "synthetic_completions.parquet"), prompts, spec.quality)
     frames.write_parquet(curated, str(work / "curated_completions.parquet"))
     return work / "curated_completions.parquet"
 
@@ -192,13 +192,13 @@ def stage_training_set(spec, work: Path) -> dict:
     from distill_assets.training_set import export, merge_routed
     from distill_assets.versions import frame_version
 
-    curated = pl.scan_parquet(work / "curated_completions.parquet")
+    curated = frames.scan_parquet(work / "curated_completions.parquet")
     merged = merge_routed({teacher_task_key(TEACHER, TASK): kept(curated)}, spec, Routing.from_spec(spec))
     training, _ = dedup_across(merged, spec.quality)
     export(training, work / "exports")
     path = work / "training_set.parquet"
     frames.write_parquet(training, str(path))
-    return {"rows": frames.parquet_rows(str(path)), "version": frame_version(pl.scan_parquet(path))}
+    return {"rows": frames.parquet_rows(str(path)), "version": frame_version(frames.scan_parquet(path))}
 
 
 def stage_offline_logits(work: Path, batch_rows: int = 8) -> dict:
@@ -207,7 +207,7 @@ def stage_offline_logits(work: Path, batch_rows: int = 8) -> dict:
     from distill_assets.methods.offline_logits_trainer import TopKCollator
 
     tokenizer = build_tokenizer()
-    training = pl.scan_parquet(work / "training_set.parquet")
+    training = frames.scan_parquet(work / "training_set.parquet")
     check_vocabulary(training, tokenizer, lambda _teacher: tokenizer)  # the loopback teacher's tokenizer
     dataset, store = to_dataset(training, work)
     dataset = align(dataset, tokenizer, store, log=lambda line: print(line, file=sys.stderr))

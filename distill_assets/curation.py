@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from distill_assets.frames import Frame, beside, lazy, light, rows_where
+from distill_assets.frames import Frame, beside, lazy, light, rows_where, where
 from distill_assets.inputs import normalise_text
 from distill_assets.metrics.judge import Settings as JudgeMetric
 from distill_assets.spec import JudgeSpec, QualitySpec
@@ -435,7 +435,7 @@ def dedup_across(frame: Frame, quality: QualitySpec) -> tuple[pl.LazyFrame, pl.D
 
 def kept(curated: Frame) -> Frame:
     """The rows curation kept (lazily for a lazy frame)."""
-    return curated.filter(pl.col("dropped_by").is_null())
+    return where(curated, pl.col("dropped_by").is_null())
 
 
 def summary(curated: pl.DataFrame, examples: int = 3) -> dict:

@@ -17,9 +17,9 @@ import json
 import os
 from pathlib import Path
 
-import polars as pl
 import torch
 
+from distill_assets.frames import scan_parquet
 from distill_assets.spec import Spec
 from distill_assets.training import train_student
 
@@ -61,7 +61,7 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     spec = load_spec_json(args.spec)
     student = spec.student(args.student)
-    frame = pl.scan_parquet(args.training_set)  # the top-k columns are read in chunks, when the method needs them
+    frame = scan_parquet(args.training_set)  # the top-k columns are read in chunks, when the method needs them
     device = _device(args.device)
 
     pipes = None

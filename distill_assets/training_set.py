@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distill_assets.frames import TOPK_COLUMNS, Frame, batches, chunked, lazy, write_parquet
+from distill_assets.frames import TOPK_COLUMNS, Frame, batches, chunked, concat, lazy, select, where, write_parquet
 from distill_assets.generation import chat_with_answer
 from distill_assets.keys import teacher_task_key
 from distill_assets.routing import Routing
@@ -30,12 +30,12 @@ def merge_routed(completions: dict[str, Frame], spec: Spec, routing: Routing) ->
         if key not in completions:
             raise KeyError(f"synthetic_completions partition {key!r} is missing; materialize it first")
         frames.append(lazy(completions[key]))
-    merged = pl.concat(frames, how="vertical_relaxed")
+    merged = concat(frames)
     schema = merged.collect_schema()
     if "error" in schema:  # a request that failed after its retries has no completion to learn from
-        merged = merged.filter(pl.col("error").is_null())
+        merged = where(merged, pl.col("error").is_null())
     topk = [c for c in TOPK_COLUMNS if c in schema]
-    merged = merged.select(*LINEAGE, "prompt", "completion", *topk)
+    merged = select(merged, [*LINEAGE, "prompt", "completion", *topk])
     system = {t.name: t.system_prompt for t in spec.tasks}
 
     def with_messages(chunk: pl.DataFrame, _offset: int) -> pl.DataFrame:
@@ -59,19 +59,19 @@ def export(frame: Frame, out_dir: Path, logprobs: bool = False) -> dict[str, Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = lazy(frame)
     topk = [c for c in TOPK_COLUMNS if c in frame.collect_schema()]
-    text = frame.drop(topk)
+    text = [c for c in frame.collect_schema().names() if c not in topk]
     jsonl = out_dir / "training_set.jsonl"
     with jsonl.open("wb") as f:
-        for chunk in batches(text):
+        for chunk in batches(frame, columns=text):
             chunk.write_ndjson(f)
     ds_dir = out_dir / "training_set_dataset"
-    datasets.Dataset.from_polars(text.collect()).save_to_disk(str(ds_dir))  # text only: megabytes at 100k rows
+    datasets.Dataset.from_polars(frame.select(text).collect()).save_to_disk(str(ds_dir))  # text only: megabytes
     paths = {"jsonl": jsonl, "datasets": ds_dir}
     if logprobs:
         if not topk:
             raise ValueError("export: the training set has no top-k log-probabilities (teachers' top_logprobs is 0)")
         paths["logprobs"] = out_dir / "training_set_logprobs.parquet"
-        keyed = frame.select(*LINEAGE, *topk)
+        keyed = select(frame, [*LINEAGE, *topk])
         schema = {"row": pl.Int64, **keyed.collect_schema()}
         numbered = chunked(keyed, lambda chunk, first: chunk.select(_row_numbers(chunk, first), pl.all()), schema)
         write_parquet(numbered, str(paths["logprobs"]))

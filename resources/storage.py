@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
-from distill_assets.frames import Frame, parquet_rows, scan_parquet_file, write_parquet
+from distill_assets.frames import Frame, parquet_rows, scan_parquet, write_parquet
 from distill_assets.spec import is_url
 from resources import checkpoint_store
 
@@ -164,6 +164,4 @@ def read_frame(path: Path | UPath) -> pl.DataFrame:
 
 def scan_frame(path: Path | UPath) -> pl.LazyFrame:
     """A parquet frame from a local path or an object-store URL, as a lazy scan read a row group at a time."""
-    if isinstance(path, UPath):
-        return scan_parquet_file(lambda: path.open("rb"))
-    return pl.scan_parquet(path)
+    return scan_parquet((lambda: path.open("rb")) if isinstance(path, UPath) else path)

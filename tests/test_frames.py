@@ -1,5 +1,7 @@
 """Frames read, written and hashed a chunk at a time: the IO manager's lazy outputs and inputs, and data versions."""
 
+import io
+import itertools
 import uuid
 
 import dagster as dg
@@ -150,3 +152,73 @@ def test_frame_version_tells_nested_boundaries_and_nulls_apart():
     assert len({frame_version(f) for f in (one, other, empty, null)}) == 4
     text = pl.DataFrame({"s": ["ab", "c"]}), pl.DataFrame({"s": ["a", "bc"]}), pl.DataFrame({"s": ["", None]})
     assert len({frame_version(f) for f in text}) == 3
+
+
+def test_chained_chunk_loops_run_a_chunk_at_a_time_outside_polars_engine(tmp_path):
+    """A source, a filter, a map, a row selection and a concatenation, iterated and written to Parquet: the
+    source makes a chunk only once the one before it has been taken (polars' engine, given such loops, reads
+    many chunks ahead of its sink)."""
+    names = [f"c{i}" for i in range(3)]
+    progress = {"made": 0, "taken": 0, "written": 0}
+    ahead, written_at = [], []  # when each chunk is made: chunks made but not taken, bytes written
+
+    def source(wanted):
+        for i in range(12):
+            ahead.append(progress["made"] - progress["taken"])
+            written_at.append(progress["written"])
+            progress["made"] += 1
+            yield pl.DataFrame({"i": range(i * 100, (i + 1) * 100), **{n: [float(i)] * 100 for n in names}})
+
+    schema = {"i": pl.Int64, **{n: pl.Float64 for n in names}}
+    even = frames.where(frames.from_chunks(source, schema), pl.col("i") % 2 == 0)
+    first = {**schema, "first": pl.Int64}
+    tagged = frames.chunked(even, lambda chunk, offset: chunk.with_columns(first=pl.lit(offset)), first)
+    both = frames.concat([frames.rows_where(tagged, pl.Series([i % 3 != 0 for i in range(600)]))] * 2)
+
+    for chunk in frames.batches(both, columns=["c1"]):
+        assert chunk.columns == ["c1"]
+        progress["taken"] += 1
+    assert progress["made"] == 24 and max(ahead) <= 1
+
+    class Sink(io.BytesIO):
+        def write(self, data) -> int:
+            progress["written"] += len(data)
+            return super().write(data)
+
+    written_at.clear()
+    frames.write_parquet(both, Sink())
+    assert all(later > earlier for earlier, later in itertools.pairwise(written_at[2:]))
+    frames.write_parquet(both, tmp_path / "out.parquet")
+    written = pl.read_parquet(tmp_path / "out.parquet")
+    assert written["i"].to_list() == [i for i in range(0, 1200, 2) if (i // 2) % 3 != 0] * 2
+    assert written.schema == both.collect_schema()
+    assert written.filter(pl.col("i") == 202)["first"].to_list() == [100, 100]  # the chunk's first row after the filter
+
+
+def test_a_parquet_scan_is_read_in_our_loop_and_rewritten_in_row_groups(tmp_path):
+    frame = topk_frame(ROWS)
+    frame.write_parquet(tmp_path / "in.parquet", row_group_size=700)
+    scanned = frames.scan_parquet(tmp_path / "in.parquet")
+    keep = pl.Series([i % 2 == 0 for i in range(ROWS)])
+    frames.write_parquet(frames.rows_where(scanned, keep), tmp_path / "out.parquet")
+    assert pl.read_parquet(tmp_path / "out.parquet").equals(frame.filter(keep))
+    assert scanned.select(pl.len()).collect().item() == ROWS  # polars' own operations still work on it
+
+
+def test_a_write_that_fails_half_way_leaves_nothing_that_reads_as_a_frame(tmp_path):
+    def source(wanted):
+        for i in range(5):
+            if i == 3:
+                raise RuntimeError("the teacher's store went away")
+            yield pl.DataFrame({"i": range(i * 10, i * 10 + 10)})
+
+    failing = frames.from_chunks(source, {"i": pl.Int64})
+    with pytest.raises(RuntimeError, match="went away"):
+        frames.write_parquet(failing, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+    f = io.BytesIO()
+    with pytest.raises(RuntimeError, match="went away"):
+        frames.write_parquet(failing, f)
+    assert f.getvalue()[:4] == b"PAR1" and f.getvalue()[-4:] != b"PAR1"  # row groups but no footer
+    with pytest.raises(pl.exceptions.ComputeError, match="must end with PAR1"):
+        pl.read_parquet(io.BytesIO(f.getvalue()))

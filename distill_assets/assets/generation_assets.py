@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.assets.progress import generation_logger
+from distill_assets.frames import scan_parquet
 from distill_assets.generation import prompt_mode, summed, write_completions
 from distill_assets.k8s_deploy import gpu_op_tags
 from distill_assets.partitions import ROUTED_TAG, Partitions
@@ -60,7 +61,7 @@ def build(spec: Spec, partitions: Partitions) -> list:
         # Streamed to the store by the IO manager, a row group at a time; the staged file stays until the
         # partition's next run writes over it. The content is the data version: a regeneration that gives
         # the same completions leaves everything downstream fresh.
-        frame = pl.scan_parquet(staged)
+        frame = scan_parquet(staged)
         return dg.Output(frame, data_version=dg.DataVersion(frame_version(frame)))
 
     return [synthetic_completions]

@@ -74,10 +74,11 @@ def write_topk_store(frame: Frame, path: Path) -> Path:
 
     Every row must have them: a missing one is named by teacher.
     """
-    source = lazy(frame).select("teacher", "topk_ids", "topk_logprobs")
-    schema = pl.DataFrame(schema=source.collect_schema()).drop("teacher").to_arrow().schema
+    columns = ["teacher", "topk_ids", "topk_logprobs"]
+    source = lazy(frame).collect_schema()
+    schema = pl.DataFrame(schema={c: source[c] for c in columns[1:]}).to_arrow().schema
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for chunk in batches(source):
+        for chunk in batches(frame, columns=columns):
             missing = chunk.filter(pl.col("topk_ids").is_null() | pl.col("topk_logprobs").is_null())
             if missing.height:
                 teachers = sorted(set(missing["teacher"]))
