@@ -12,13 +12,13 @@ variant), `--rounds` times (the median is printed), at `--concurrency` requests 
   the event loop (`SynchronousCache` below reproduces it);
 - no cache: HttpBackend alone;
 - bare: aiohttp, a semaphore, POST and read the whole body (no parsing): the transport's ceiling;
-- bare_json: the same, and each body decoded with orjson (the pipeline's JSON parser) to take the
+- bare_json: the same, and each body decoded by msgspec (the pipeline's JSON library) to take the
   answer's text: the least any client that reads its answers does. This is the fair bare client
   (the pipeline must decode the JSON to have the answer at all), so the goal's "bare" is this one;
   `bare` is printed beside it to show what the decoding itself costs;
 - cached_pg (with `--postgres URL`): the pipeline's client with the Postgres cache (a table dropped afterwards).
 
-Both bare clients encode their requests with orjson too. Goals: cached >= 0.9x no cache and
+Both bare clients encode their requests with msgspec too. Goals: cached >= 0.9x no cache and
 >= 0.9x bare_json. The last line reads `cache_throughput: cached=<r> before=<r> no_cache=<r>
 bare=<r> bare_json=<r> cached/no_cache=<x> cached/bare_json=<x> cached/bare=<x>`.
 """
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-import orjson
+import msgspec
 
 from resources.backends import Completion, Request, SamplingParams
 from resources.cached_backend import CachedBackend
@@ -136,11 +136,11 @@ async def bare_client(url: str, requests: list[Request], args, parse: bool) -> N
         async def one(request: Request) -> None:
             body = {"model": "m", "messages": request.prompt, "max_tokens": args.tokens, "logprobs": True,
                     "top_logprobs": args.top_logprobs}  # fmt: skip
-            post = client.post(f"{url}/chat/completions", data=orjson.dumps(body), headers=JSON_CONTENT)
+            post = client.post(f"{url}/chat/completions", data=msgspec.json.encode(body), headers=JSON_CONTENT)
             async with semaphore, post as response:
                 data = await response.read()
                 assert response.status == 200 and (
-                    orjson.loads(data)["choices"][0]["message"]["content"] if parse else data
+                    msgspec.json.decode(data)["choices"][0]["message"]["content"] if parse else data
                 )
 
         await asyncio.gather(*(one(r) for r in requests))
@@ -201,13 +201,13 @@ def prompts(tag: str, count: int) -> list[Request]:
 
 
 def cpu_per_answer(body: bytes, repeats: int = 50) -> dict[str, float]:
-    """CPU ms of one answer's steps, in this process: json.loads, orjson.loads, HttpBackend's whole parse
-    (orjson and the TopK arrays), the cache's encoding."""
+    """CPU ms of one answer's steps, in this process: json.loads, msgspec's decoding to Python objects,
+    HttpBackend's whole parse (msgspec's decoding to its structs and the TopK arrays), the cache's encoding."""
     parsed = parse_answer(body, chat=True, url="bench")
     steps = {
         "json.loads": lambda: json.loads(body),
-        "orjson.loads": lambda: orjson.loads(body),
-        "parse (orjson included)": lambda: parse_answer(body, chat=True, url="bench"),
+        "msgspec.json.decode": lambda: msgspec.json.decode(body),
+        "parse (decoding included)": lambda: parse_answer(body, chat=True, url="bench"),
         "encode for the cache": lambda: encode_completion(parsed),
     }
     out = {}

@@ -139,6 +139,8 @@ class TopK:
                 known[present] = ids
         if tokens is None:
             return cls(known, padded)
+        if shape[1] and (counts == shape[1]).all():
+            return cls(known, padded, tuple(zip(*[iter(tokens)] * shape[1])))  # every step's k, a tuple each
         ends = np.cumsum(counts).tolist()
         return cls(known, padded, tuple(tuple(tokens[end - n : end]) for end, n in zip(ends, counts.tolist())))
 

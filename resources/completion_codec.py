@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import struct
 
+import msgspec
 import numpy as np
-import orjson
 
 from resources.backends import Completion, TopK
 
@@ -38,7 +38,7 @@ def encode_completion(completion: Completion) -> bytes:
         width = _id_width(top.ids) if top.has_ids else 0
         fields["top"] = {"steps": len(top), "k": top.k, "id_bytes": width, "tokens": top.tokens}
         arrays = _pack_ids(top.ids, width) + top.logprobs.astype("<f2").tobytes()
-    small = orjson.dumps(fields)
+    small = msgspec.json.encode(fields)
     return _HEADER.pack(MAGIC, len(small)) + small + arrays
 
 
@@ -49,7 +49,7 @@ def decode_completion(data: bytes | memoryview | str) -> Completion:
         return _decode_json(data)
     _, size = _HEADER.unpack_from(data)
     start = _HEADER.size + size
-    fields = orjson.loads(data[_HEADER.size : start])
+    fields = msgspec.json.decode(data[_HEADER.size : start])
     shape = fields.pop("top", None)
     if shape is not None:
         fields["top_logprobs"] = _decode_top(memoryview(data)[start:], shape)

@@ -268,3 +268,15 @@ def test_a_requests_seed_is_its_own_and_independent_of_other_prompts():
     assert len(seeds) == 12  # every (sample, prompt) draws apart: no stream shared across prompts
     assert all(0 <= s < 2**31 for s in seeds)
     assert SamplingParams(temperature=1.0, seed=4).seed_for(0, chat) != params.seed_for(0, chat)
+
+
+def test_a_body_only_python_json_reads_is_parsed_the_same_way():
+    """-Infinity (what Python's json writes for a log-probability of -inf) is not JSON: the strict decoder refuses
+    it and the answer is read by Python's json into the same structs, fields checked the same."""
+    top = parse_answer(_chat_body([[("a", -0.5), ("b", float("-inf"))]]), chat=True, url="u").top_logprobs
+    assert top.tokens == (("a", "b"),) and top.logprobs.tolist() == [[-0.5, float("-inf")]]
+    wrong = json.dumps({"choices": [{"message": {"content": 3}}], "x": float("inf")}).encode()
+    with pytest.raises(RetryableError, match=r"malformed response body.*ValidationError"):
+        parse_answer(wrong, chat=True, url="u")
+    with pytest.raises(RetryableError, match="malformed response body"):
+        parse_answer(_chat_body([[("a", -0.5)]])[:-20], chat=True, url="u")  # truncated
