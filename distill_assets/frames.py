@@ -6,14 +6,14 @@ decisions on the light columns in memory and carries the heavy columns through c
 
 The chunk loops are ours, in Python, and they run outside polars' engine. `from_chunks` makes a
 lazy frame whose rows a Python generator yields; `chunked`, `where`, `select` and `concat` build
-on such frames by composing their generators, and `batches` and `write_parquet` drive the
-composed generator directly, so a stage holds a chunk or two of each step at a time, however many
-rows the frame has. polars' streaming engine, given a frame whose rows a Python loop makes, pulls
-that loop ahead of its sink and buffers the chunks (measured: a filter, a map and a row selection
-written to Parquet peaked 0.29, 0.51 and 0.79 GB at 10k, 30k and 100k rows of top-20). The lazy
-frames are still polars' own, so any polars operation works on them; only that operation is then
-polars' to stream. Frames polars reads itself (`pl.scan_parquet`) stream in its engine. Files
-are written in row groups of `CHUNK_ROWS` rows, so a reader's memory is bounded too.
+on such frames by composing their generators; `scan_parquet` reads a file with pyarrow in such a
+loop; `batches` and `write_parquet` drive the composed generator directly. So a stage holds a
+chunk or two of each step at a time, however many rows the frame has. polars' streaming engine,
+given a frame whose rows a Python loop makes, pulls that loop ahead of its sink and buffers the
+chunks, and its own Parquet scan reads ahead of a slower consumer (bench/README.md, "A real run's
+size"). The lazy frames are still polars' own: any polars operation works on them, and that
+operation is then polars' to stream. Files are written in row groups of `CHUNK_ROWS` rows, so a
+reader's memory is bounded too.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ TOPK_SCHEMA = {
     "topk_tokens": pl.List(pl.List(pl.String)),
 }
 TOPK_COLUMNS = tuple(TOPK_SCHEMA)
+# How pyarrow writes a frame's Parquet: zstd at polars' level (pyarrow's own is 1), which with pyarrow's dictionary
+# pages takes top-20 frames to 43 bytes per generated token where polars' writer gave 51.
+PARQUET_WRITER = {"compression": "zstd", "compression_level": 3}
 
 Frame = pl.DataFrame | pl.LazyFrame
 Source = Callable[[list[str] | None], Iterator[pl.DataFrame]]  # the columns wanted (None: all) -> chunks
@@ -203,7 +206,7 @@ def _write_chunks(frame: pl.LazyFrame, f: IO[bytes]) -> None:
     schema = frame.collect_schema()
     arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
     sink = _Sink(f)
-    writer = pq.ParquetWriter(sink, arrow_schema, compression="zstd", compression_level=3)
+    writer = pq.ParquetWriter(sink, arrow_schema, **PARQUET_WRITER)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="parquet-writer") as encoder:
             pending = None

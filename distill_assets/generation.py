@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill_assets.frames import TOPK_SCHEMA
+from distill_assets.frames import PARQUET_WRITER, TOPK_SCHEMA
 from distill_assets.spec import Spec, TaskSpec, TeacherSpec
 from resources.backends import Messages, Progress, Prompt, Request, SamplingParams, TeacherBackend, TopK
 
@@ -222,7 +222,7 @@ def write_completions(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     schema = pl.DataFrame(schema=COMPLETION_SCHEMA).to_arrow().schema
-    with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(partial, schema, **PARQUET_WRITER) as writer:
         for chunk in completion_chunks(backend, prompts, teacher, task, mode, chunk_rows):
             writer.write_table(chunk.to_arrow(), row_group_size=max(chunk.height, 1))
             if on_chunk:
