@@ -219,6 +219,25 @@ def cpu_per_answer(body: bytes, repeats: int = 50) -> dict[str, float]:
     return out
 
 
+def insert_cpu(blob: bytes, page_size: int, rows: int = 4000) -> float:
+    """CPU us per insert of `blob` into a new SQLite file in WAL mode, in batches of 250, as the cache's writer does."""
+    with tempfile.TemporaryDirectory() as workdir:
+        db = sqlite3.connect(Path(workdir) / "cache.sqlite", isolation_level=None)
+        db.execute(f"PRAGMA page_size={page_size}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(SCHEMA)
+        batches = [[(f"key {b} {i}", "teacher", blob, 0.0) for i in range(250)] for b in range(rows // 250)]
+        started = time.process_time()
+        for batch in batches:
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO completions (key, teacher, completion, created) VALUES (?, ?, ?, ?)", batch)
+            db.execute("COMMIT")
+        seconds = time.process_time() - started
+        db.close()
+    return seconds / rows * 1e6
+
+
 def report(results: dict[str, tuple[float, float]], args) -> None:
     rate = {v: r for v, (r, _) in results.items()}
     body = answer_body(args.tokens, args.top_logprobs)
@@ -230,6 +249,10 @@ def report(results: dict[str, tuple[float, float]], args) -> None:
         print(f"{variant:>9}: {r:7.1f} requests/s, client CPU {cpu:.2f} ms per request")
     steps = ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_per_answer(body).items())
     print(f"one answer's CPU (all of it under one interpreter lock): {steps}")
+    blob = encode_completion(parse_answer(body, chat=True, url="bench"))
+    small, large = insert_cpu(blob, 4096), insert_cpu(blob, 65536)
+    print(f"one answer ({len(blob):,} bytes) into the cache's SQLite file, CPU per insert: {small:.0f} us on its"
+          f" 4 kB pages, {large:.0f} us on 64 kB pages")  # fmt: skip
     ratio = {f"{a}/{b}": rate[a] / rate[b] for a, b in
              (("cached", "no_cache"), ("cached", "bare_json"), ("cached", "bare"), ("before", "no_cache"),
               ("no_cache", "bare_json"), ("bare_json", "bare"))}  # fmt: skip

@@ -26,7 +26,6 @@ from resources.cache_writer import BatchedCache, Row
 
 CACHE_URL_ENV = "DISTILL_CACHE_URL"  # postgresql://user:password@host:5432/db: a cache the whole cluster shares
 
-PAGE_SIZE = 65536
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY,
@@ -70,9 +69,6 @@ class GenerationCache(BatchedCache):
         super().__init__(str(self.path), batch_size, flush_interval_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._reader = self._connect(busy_timeout_s)
-        # A new file gets SQLite's largest pages: an answer with top-20 log-probabilities is 5-16 kB, which on
-        # 4 kB pages spills over a chain of pages; writing it took 60 us of CPU, on 64 kB pages 10 us.
-        self._reader.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._reader.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process (only an OS crash could lose the last commits).
         self._reader.execute("PRAGMA synchronous=NORMAL")

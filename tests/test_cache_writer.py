@@ -200,14 +200,3 @@ def test_the_cache_store_is_sqlite_unless_a_postgres_url_is_set(tmp_path, monkey
     with pytest.raises(ValueError, match=r"\$DISTILL_CACHE_URL: expected a postgresql://") as raised:
         open_generation_cache(tmp_path / "c.sqlite")
     assert "secret" not in str(raised.value)
-
-
-def test_a_new_sqlite_cache_has_the_largest_pages(tmp_path):
-    """Answers with top-k log-probabilities are 5-16 kB: on 64 kB pages none spills over a chain of pages."""
-    import sqlite3
-
-    from resources.generation_cache import PAGE_SIZE, GenerationCache
-
-    GenerationCache(tmp_path / "g.sqlite").close()
-    assert PAGE_SIZE == 65536
-    assert sqlite3.connect(tmp_path / "g.sqlite").execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
