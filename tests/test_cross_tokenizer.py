@@ -16,8 +16,7 @@ from distill_assets.spec import load_spec
 from distill_assets.training import train_student
 from resources.backends import SamplingParams
 from resources.transformers_backend import TransformersBackend
-from tests.conftest import shrunken_spec
-from tests.test_methods import routed_training_frame
+from tests.test_methods import routed_training_frame, small_methods_spec
 
 CPU = torch.device("cpu")
 
@@ -113,21 +112,13 @@ def test_loss_matches_hand_computation():
 
 @pytest.fixture(scope="module")
 def cross_spec(tmp_path_factory, tiny_teacher):
-    root = tmp_path_factory.mktemp("cross")
-    data = shrunken_spec(root, tiny_teacher, train=8, eval_=2)
-    for teacher in data["teachers"]:
-        teacher["generation"] = {"max_new_tokens": 6, "batch_size": 16, "temperature": 0.0, "top_logprobs": 4}
-    training = {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 0.01, "logging_steps": 1,
-                "max_length": 64, "warmup_ratio": 0.0, "lr_scheduler_type": "constant"}  # fmt: skip
-    arch = {"architecture": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
-            "tokenizer": str(BPE_DIR)}  # fmt: skip
-    data["students"] = [
-        {"name": "s_cross", "base": arch, "method": "cross_tokenizer_logits", "training": training},
-        {"name": "s_same", "base": arch, "method": "offline_logits", "training": training},
-    ]
-    path = root / "distill.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_spec(path)
+    def students(arch, training):
+        return [
+            {"name": "s_cross", "base": arch, "method": "cross_tokenizer_logits", "training": training},
+            {"name": "s_same", "base": arch, "method": "offline_logits", "training": training},
+        ]
+
+    return small_methods_spec(tmp_path_factory.mktemp("cross"), tiny_teacher, BPE_DIR, students)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from distill_assets.methods.offline_logits import VocabularyMismatch, align, che
 from distill_assets.methods.offline_logits_trainer import TopKCollator, offline_logits_loss
 from distill_assets.partitions import teacher_task_key
 from distill_assets.routing import Routing
-from distill_assets.spec import SpecError, load_spec
+from distill_assets.spec import Spec, SpecError, load_spec
 from distill_assets.template_check import check_same_vocabulary
 from distill_assets.training import build_student_base, train_student
 from distill_assets.training_set import merge_routed
@@ -79,27 +79,35 @@ def test_temperature_scales_the_kl_term():
     assert parts["kl"].item() == pytest.approx(4 * float((p * (p.log() - s)).sum()), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def method_spec(tmp_path_factory, tiny_teacher):
-    root = tmp_path_factory.mktemp("methods")
+def small_methods_spec(root, tiny_teacher, tokenizer, students) -> Spec:
+    """The shrunken demo (8 training prompts a task) with teachers giving top-4 log-probabilities, and
+    `students(base, training)` as its students: a one-layer Llama over `tokenizer`, 6 steps of training."""
     data = shrunken_spec(root, tiny_teacher, train=8, eval_=2)
     for teacher in data["teachers"]:
         teacher["generation"] = {"max_new_tokens": 6, "batch_size": 16, "temperature": 0.0, "top_logprobs": 4}
     training = {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 0.01, "logging_steps": 1,
                 "max_length": 64, "warmup_ratio": 0.0, "lr_scheduler_type": "constant"}  # fmt: skip
-    arch = {"architecture": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
-            "tokenizer": str(tiny_teacher)}  # fmt: skip
-    data["students"] = [
-        {"name": "s_sft", "base": arch, "method": "sft", "training": training},
-        {"name": "s_logits", "base": arch, "method": "offline_logits", "training": training},
-        {"name": "s_on_policy", "base": arch, "method": "on_policy", "training": training,
-         "on_policy": {"teacher": "teacher_a", "max_completion_length": 6}},
-        {"name": "s_lora", "base": arch, "method": "offline_logits", "training": training,
-         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
-    ]  # fmt: skip
+    base = {"architecture": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+            "tokenizer": str(tokenizer)}  # fmt: skip
+    data["students"] = students(base, training)
     path = root / "distill.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def method_spec(tmp_path_factory, tiny_teacher):
+    def students(arch, training):
+        return [
+            {"name": "s_sft", "base": arch, "method": "sft", "training": training},
+            {"name": "s_logits", "base": arch, "method": "offline_logits", "training": training},
+            {"name": "s_on_policy", "base": arch, "method": "on_policy", "training": training,
+             "on_policy": {"teacher": "teacher_a", "max_completion_length": 6}},
+            {"name": "s_lora", "base": arch, "method": "offline_logits", "training": training,
+             "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        ]  # fmt: skip
+
+    return small_methods_spec(tmp_path_factory.mktemp("methods"), tiny_teacher, tiny_teacher, students)
 
 
 def routed_training_frame(spec, teacher_dir) -> pl.DataFrame:
